@@ -1,0 +1,82 @@
+"""The contracts of the four reference datasets, as CoinCap v3 documents them.
+
+Required fields are the natural key and the measure a row exists for; every other documented field is
+optional because CoinCap sends `null` for it in real responses (maxSupply, vwap24Hr, explorer, ...).
+"""
+
+from __future__ import annotations
+
+from flows.contracts.columns import Column, Contract, Kind
+
+ASSETS = Contract(
+    dataset="assets",
+    key=("id",),
+    description="One row per asset per snapshot, from GET /assets.",
+    columns=(
+        Column("id", Kind.string, required=True, description="Asset slug, e.g. bitcoin"),
+        Column("rank", Kind.integer, required=True, ge=1, description="Rank by market cap"),
+        Column("symbol", Kind.string, required=True, description="Ticker, e.g. BTC"),
+        Column("name", Kind.string, required=True, description="Display name"),
+        Column("supply", Kind.decimal, ge=0, description="Circulating supply"),
+        Column("maxSupply", Kind.decimal, ge=0, description="Maximum supply; null when unlimited"),
+        Column("marketCapUsd", Kind.decimal, ge=0, description="supply x price, in USD"),
+        Column("volumeUsd24Hr", Kind.decimal, ge=0, description="Traded volume over 24 hours, in USD"),
+        Column("priceUsd", Kind.decimal, required=True, ge=0, description="Volume-weighted price in USD"),
+        Column("changePercent24Hr", Kind.decimal, description="Price change over 24 hours, in percent"),
+        Column("vwap24Hr", Kind.decimal, ge=0, description="Volume-weighted average price over 24 hours"),
+        Column("explorer", Kind.string, description="Block explorer URL"),
+        Column("tokens", Kind.json, description="Chain id -> contract addresses, as JSON text"),
+    ),
+)
+
+RATES = Contract(
+    dataset="rates",
+    key=("id",),
+    description="USD conversion rates of fiat and crypto currencies, from GET /rates (not paginated).",
+    columns=(
+        Column("id", Kind.string, required=True, description="Rate slug, e.g. euro"),
+        Column("symbol", Kind.string, required=True, description="Currency code, e.g. EUR"),
+        Column("currencySymbol", Kind.string, description="Sign, e.g. EUR sign; null for some fiat"),
+        Column("type", Kind.string, required=True, isin=("crypto", "fiat"), description="crypto or fiat"),
+        Column("rateUsd", Kind.decimal, required=True, ge=0, description="Value of one unit in USD"),
+    ),
+)
+
+EXCHANGES = Contract(
+    dataset="exchanges",
+    key=("exchangeId",),
+    description="One row per exchange per snapshot, from GET /exchanges.",
+    columns=(
+        Column("exchangeId", Kind.string, required=True, description="Exchange slug, e.g. kraken"),
+        Column("name", Kind.string, required=True, description="Display name"),
+        Column("rank", Kind.integer, required=True, ge=1, description="Rank by volume"),
+        Column("percentTotalVolume", Kind.decimal, ge=0, description="Share of total volume, percent"),
+        Column("volumeUsd", Kind.decimal, ge=0, description="Volume over 24 hours, USD"),
+        Column("tradingPairs", Kind.integer, ge=0, description="Number of markets listed"),
+        Column("socket", Kind.boolean, description="Whether CoinCap streams its trades"),
+        Column("exchangeUrl", Kind.string, description="Exchange web site"),
+        Column("updated", Kind.integer, ge=0, description="Last update, Unix ms; 0 when unknown"),
+    ),
+)
+
+MARKETS = Contract(
+    dataset="markets",
+    key=("exchangeId", "baseId", "quoteId"),
+    description="One row per exchange x base x quote per snapshot, from GET /markets.",
+    columns=(
+        Column("exchangeId", Kind.string, required=True, description="Exchange slug"),
+        Column("rank", Kind.integer, ge=1, description="Rank of the market on its exchange"),
+        Column("baseSymbol", Kind.string, required=True, description="Base asset ticker"),
+        Column("baseId", Kind.string, required=True, description="Base asset slug"),
+        Column("quoteSymbol", Kind.string, required=True, description="Quote asset ticker"),
+        Column("quoteId", Kind.string, required=True, description="Quote asset slug"),
+        Column("priceQuote", Kind.decimal, ge=0, description="Price of the base in the quote asset"),
+        Column("priceUsd", Kind.decimal, required=True, ge=0, description="Price of the base in USD"),
+        Column("volumeUsd24Hr", Kind.decimal, ge=0, description="Volume over 24 hours, USD"),
+        Column("percentExchangeVolume", Kind.decimal, ge=0, description="Share of the exchange volume"),
+        Column("tradesCount24Hr", Kind.integer, ge=0, description="Trades over 24 hours"),
+        Column("updated", Kind.integer, ge=0, description="Last update, Unix ms"),
+    ),
+)
+
+CONTRACTS: dict[str, Contract] = {c.dataset: c for c in (ASSETS, RATES, EXCHANGES, MARKETS)}

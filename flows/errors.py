@@ -1,0 +1,40 @@
+"""Errors meant for people: each carries one line saying what happened and what to do."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """A failure the user can act on. `str(err)` is the one line the CLI prints."""
+
+    exit_code = 1
+
+    def __init__(self, what: str, todo: str) -> None:
+        self.what = what
+        self.todo = todo
+        super().__init__(f"{what} {todo}".strip())
+
+
+class ConfigError(PipelineError):
+    exit_code = 2
+
+
+class ApiError(PipelineError):
+    """CoinCap refused or could not serve a request after the retries allowed."""
+
+    exit_code = 3
+
+
+class AuthError(ApiError):
+    """Rejected key: never retried."""
+
+
+class QuotaExhausted(ApiError):
+    """The monthly credit quota is spent: never retried, since rejected calls may still cost credits."""
+
+
+class StorageError(PipelineError):
+    exit_code = 4
+
+
+class TransformError(PipelineError):
+    exit_code = 5

@@ -1,0 +1,77 @@
+"""One settings object for the whole pipeline, read from the environment (and `.env`) and CLI flags.
+
+Nothing else in the project reads `os.environ` for configuration: every stage gets a `Settings`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BASE_URL = "https://rest.coincap.io/v3"
+
+
+class Target(StrEnum):
+    """Where the lake and the warehouse live."""
+
+    local = "local"
+    gcp = "gcp"
+
+
+class Settings(BaseSettings):
+    """Pipeline configuration. Environment variables use the names given in `alias`."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    api_key: SecretStr | None = Field(default=None, alias="COINCAP_API_KEY")
+    api_base_url: str = Field(default=DEFAULT_BASE_URL, alias="COINCAP_API_BASE_URL")
+    target: Target = Field(default=Target.local, alias="PIPELINE_TARGET")
+    data_dir: Path = Field(default=Path("data"), alias="PIPELINE_DATA_DIR")
+
+    # HTTP behaviour. Defaults follow CoinCap's published limits (600 calls/min, pages of at most 2000).
+    page_limit: int = Field(default=2000, ge=1, le=2000, alias="COINCAP_PAGE_LIMIT")
+    connect_timeout_s: float = Field(default=5.0, gt=0, alias="COINCAP_CONNECT_TIMEOUT")
+    read_timeout_s: float = Field(default=30.0, gt=0, alias="COINCAP_READ_TIMEOUT")
+    max_attempts: int = Field(default=6, ge=1, le=20, alias="COINCAP_MAX_ATTEMPTS")
+    backoff_base_s: float = Field(default=0.5, ge=0, alias="COINCAP_BACKOFF_BASE")
+    backoff_max_s: float = Field(default=30.0, ge=0, alias="COINCAP_BACKOFF_MAX")
+    max_retry_after_s: float = Field(default=120.0, ge=0, alias="COINCAP_MAX_RETRY_AFTER")
+
+    # Scope: what a snapshot fetches. Empty means everything the endpoint lists.
+    markets_exchange_ids: list[str] = Field(default_factory=list, alias="COINCAP_MARKETS_EXCHANGES")
+    markets_quote_ids: list[str] = Field(default_factory=list, alias="COINCAP_MARKETS_QUOTES")
+
+    dbt_threads: int = Field(default=2, ge=1, alias="PIPELINE_DBT_THREADS")
+    dbt_project_dir: Path | None = Field(default=None, alias="PIPELINE_DBT_PROJECT_DIR")
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"COINCAP_API_BASE_URL must start with http:// or https:// (got {value!r})")
+        return value
+
+    @field_validator("markets_exchange_ids", "markets_quote_ids", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def lake_dir(self) -> Path:
+        """Root folder of the local lake."""
+        return self.data_dir.resolve() / "lake"
+
+    @property
+    def duckdb_path(self) -> Path:
+        """The local warehouse file."""
+        return self.data_dir.resolve() / "warehouse.duckdb"
+
+    @property
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key else None

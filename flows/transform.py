@@ -1,0 +1,91 @@
+"""Run the dbt project in-process (dbt's programmatic runner) against the configured target.
+
+dbt reads its connection from `dbt/profiles.yml`, which takes paths from environment variables; this module
+is the one place that sets them, from `Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flows.errors import TransformError
+from flows.settings import Settings
+
+# dbt keeps global state: never run two invocations at once in one process.
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def dbt_project_dir(settings: Settings) -> Path:
+    """The dbt project: `PIPELINE_DBT_PROJECT_DIR`, else `dbt/` beside the package (a checkout or the image)."""
+    if settings.dbt_project_dir is not None:
+        return settings.dbt_project_dir.resolve()
+    return _PACKAGE_ROOT / "dbt"
+
+
+def dbt_env(settings: Settings) -> dict[str, str]:
+    """The environment `dbt/profiles.yml` reads."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "PIPELINE_DUCKDB_PATH": str(settings.duckdb_path),
+        "PIPELINE_LAKE_URI": settings.lake_dir.as_posix(),
+        "PIPELINE_DBT_THREADS": str(settings.dbt_threads),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+@dataclass
+class DbtOutcome:
+    """What a dbt invocation did, for the run summary."""
+
+    command: str
+    seconds: float
+    statuses: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def run_dbt(settings: Settings, command: str = "build", *extra: str, raise_on_failure: bool = True) -> DbtOutcome:
+    """Run `dbt <command> <extra...>` on the settings' target; one-line `TransformError` on failure."""
+    from dbt.cli.main import dbtRunner  # imported lazily: dbt takes ~2 s to import
+
+    project = dbt_project_dir(settings)
+    os.environ.update(dbt_env(settings))
+    work = settings.data_dir.resolve() / "dbt"
+    args = [
+        command,
+        "--project-dir", str(project),
+        "--profiles-dir", str(project),
+        "--target", settings.target.value,
+        "--target-path", str(work / "target"),
+        "--log-path", str(work / "logs"),
+        "--log-level", "warn",
+        "--log-level-file", "info",
+        *extra,
+    ]  # fmt: skip
+    started = time.perf_counter()
+    result = dbtRunner().invoke(args)
+    outcome = DbtOutcome(command=command, seconds=time.perf_counter() - started)
+    for node in getattr(result.result, "results", None) or []:
+        status = str(getattr(node.status, "value", node.status))
+        outcome.statuses[status] += 1
+        if status in {"error", "fail", "runtime error"}:
+            name = getattr(node.node, "name", "?")
+            outcome.failures.append(f"{name}: {(node.message or status).splitlines()[0]}")
+    if not result.success and not outcome.failures:
+        reason = result.exception or "see the dbt log"
+        outcome.failures.append(str(reason).splitlines()[0] if str(reason) else "dbt failed")
+    if raise_on_failure and not outcome.ok:
+        first = outcome.failures[0]
+        more = f" (and {len(outcome.failures) - 1} more)" if len(outcome.failures) > 1 else ""
+        raise TransformError(
+            f"dbt {command} failed: {first}{more}.",
+            f"See {work / 'logs' / 'dbt.log'}; fix the model or the data, then re-run.",
+        )
+    return outcome
