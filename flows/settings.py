@@ -75,3 +75,20 @@ class Settings(BaseSettings):
     @property
     def api_key_value(self) -> str | None:
         return self.api_key.get_secret_value() if self.api_key else None
+
+
+_current: Settings | None = None
+
+
+def use_settings(settings: Settings | None) -> None:
+    """Make `settings` what flows and tasks see (the CLI calls this after applying its flags)."""
+    global _current
+    _current = settings
+
+
+def current_settings() -> Settings:
+    """The settings in force: those set by `use_settings`, else read from the environment."""
+    global _current
+    if _current is None:
+        _current = Settings()
+    return _current

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
@@ -40,6 +40,8 @@ from flows.contracts.columns import (
 )
 
 _MAX_INTEGER_DIGITS = DECIMAL_PRECISION - DECIMAL_SCALE
+_QUANTUM = Decimal(1).scaleb(-DECIMAL_SCALE)
+_WIDE_CONTEXT = Context(prec=200)
 _INT64_MAX = 2**63 - 1
 
 
@@ -190,9 +192,18 @@ def _fast_string(values: list[Any]) -> pa.Array:
     return pa.array(values, pa.string())
 
 
+_WIDE_DECIMAL = pa.decimal256(76, 38)
+
+
 def _fast_decimal(values: list[Any]) -> pa.Array:
-    # Arrow's cast is exact and refuses (raises) rather than rounds when a value needs more than 18 decimals.
-    return pc.cast(_blank_to_null(pa.array(values, pa.string())), DECIMAL_TYPE)
+    # Arrow's string->decimal cast is exact. It raises when a value has more than 18 decimals (CoinCap sends
+    # up to 36 for volume shares): then parse wide, round half-to-even at the 18th decimal, and narrow.
+    strings = _blank_to_null(pa.array(values, pa.string()))
+    try:
+        return pc.cast(strings, DECIMAL_TYPE)
+    except pa.ArrowInvalid:
+        wide = pc.round(pc.cast(strings, _WIDE_DECIMAL), ndigits=DECIMAL_SCALE, round_mode="half_to_even")
+        return pc.cast(wide, DECIMAL_TYPE)
 
 
 def _fast_integer(values: list[Any]) -> pa.Array:
@@ -230,7 +241,10 @@ def _slow_string(value: Any) -> str | None:
 
 
 def parse_decimal(value: Any) -> Decimal | None:
-    """Parse a CoinCap numeric value (string, or JSON number) exactly; '' and null are null."""
+    """Parse a CoinCap numeric value (string, or JSON number) exactly; '' and null are null.
+
+    Digits past the 18th decimal (CoinCap sends up to 36 for volume shares) are rounded half-to-even.
+    """
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -244,8 +258,8 @@ def parse_decimal(value: Any) -> Decimal | None:
         raise _Bad("not a finite number")
     exponent = number.as_tuple().exponent
     assert isinstance(exponent, int)
-    if exponent < -DECIMAL_SCALE and number != number.quantize(Decimal(1).scaleb(-DECIMAL_SCALE)):
-        raise _Bad(f"more than {DECIMAL_SCALE} decimal places")
+    if exponent < -DECIMAL_SCALE:
+        number = number.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN, context=_WIDE_CONTEXT)
     if number != 0 and number.adjusted() >= _MAX_INTEGER_DIGITS:
         raise _Bad(f"more than {_MAX_INTEGER_DIGITS} integer digits")
     return number

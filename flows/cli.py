@@ -1,0 +1,195 @@
+"""`coincap-pipeline`: run the pipeline, query the warehouse, serve the local CoinCap stand-in."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from flows.errors import ConfigError, PipelineError
+from flows.settings import DEFAULT_BASE_URL, Settings, Target, use_settings
+
+app = typer.Typer(
+    name="coincap-pipeline",
+    help="CoinCap v3 market data -> validated Parquet lake -> dbt marts. "
+    "Runs on your laptop by default (folder lake + DuckDB); set PIPELINE_TARGET=gcp for Google Cloud.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+# Rich falls back to 80 columns when piped; the summary table needs more to stay readable in CI logs.
+out = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+
+DATASET_NAMES = ("assets", "rates", "exchanges", "markets")
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Lake and warehouse folder [env: PIPELINE_DATA_DIR; default ./data].")
+]
+TargetOpt = Annotated[Target | None, typer.Option("--target", help="local or gcp [env: PIPELINE_TARGET].")]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with CLI flags (non-None values) on top; bad values → one line."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        base = Settings()
+        return base.model_copy(update=given) if given else base
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = first.get("loc", ["?"])[0]
+        raise ConfigError(f"Invalid setting {name}: {first.get('msg')}.", "Fix the environment variable or flag.") from None
+
+
+@contextlib.contextmanager
+def _demo_api(settings: Settings) -> Iterator[Settings]:
+    """With no API key and the default base URL, replay bundled samples through a local CoinCap stand-in."""
+    if settings.api_key_value or settings.api_base_url != DEFAULT_BASE_URL:
+        yield settings
+        return
+    from flows.local_api import Catalog, StubServer
+
+    err.print(
+        "[yellow]No COINCAP_API_KEY set:[/] running the offline demo on bundled sample responses "
+        "(set COINCAP_API_KEY to fetch live data from CoinCap)."
+    )
+    with StubServer(Catalog.demo()) as server:
+        yield settings.model_copy(update={"api_base_url": server.base_url})
+
+
+@app.command()
+def run(
+    datasets: Annotated[
+        list[str] | None,
+        typer.Option("--dataset", "-d", help="Only these datasets (repeatable): assets, rates, exchanges, markets."),
+    ] = None,
+    snapshot_id: Annotated[
+        str | None, typer.Option(help="Re-run this snapshot id (e.g. 20261121T053000Z); replaces its files.")
+    ] = None,
+    transform: Annotated[bool, typer.Option("--transform/--no-transform", help="Build the dbt marts after.")] = True,
+    data_dir: DataDirOpt = None,
+    target: TargetOpt = None,
+    base_url: Annotated[str | None, typer.Option(help="CoinCap API root [env: COINCAP_API_BASE_URL].")] = None,
+) -> None:
+    """Take a snapshot of CoinCap (assets, rates, exchanges, markets), land it in the lake, build the marts.
+
+    Without COINCAP_API_KEY it runs the offline demo against bundled sample responses.
+    """
+    chosen = list(dict.fromkeys(datasets or DATASET_NAMES))
+    unknown = sorted(set(chosen) - set(DATASET_NAMES))
+    if unknown:
+        raise ConfigError(f"Unknown dataset {', '.join(unknown)}.", f"Choose from {', '.join(DATASET_NAMES)}.")
+    settings = load_settings(data_dir=data_dir, target=target, api_base_url=base_url)
+    with _demo_api(settings) as effective:
+        use_settings(effective)
+        from flows.pipeline import snapshot_flow
+
+        summary = snapshot_flow(snapshot_id=snapshot_id, datasets=chosen, transform=transform)
+    _print_summary(summary)
+
+
+def _print_summary(summary: Any) -> None:
+    table = Table(title=f"snapshot {summary.snapshot_id}", title_justify="left")
+    for name, justify in [
+        ("dataset", "left"), ("served", "right"), ("valid", "right"), ("quarantined", "right"),
+        ("duplicates", "right"), ("files", "right"), ("API calls", "right"), ("credits", "right"),
+        ("seconds", "right"),
+    ]:  # fmt: skip
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    totals = dict.fromkeys(("served", "valid", "quarantined", "duplicates", "files", "calls", "credits"), 0)
+    for r in summary.reports:
+        row = {"served": r.served, "valid": r.valid, "quarantined": r.quarantined, "duplicates": r.duplicates,
+               "files": len(r.files), "calls": r.calls, "credits": r.credits}  # fmt: skip
+        for k, v in row.items():
+            totals[k] += v
+        table.add_row(r.dataset, *(f"{v:,}" for v in row.values()), f"{r.seconds:.1f}")
+    if summary.dbt is not None:
+        table.add_row("dbt build", "", "", "", "", "", "", "", f"{summary.dbt.seconds:.1f}")
+    table.add_section()
+    table.add_row("total", *(f"{v:,}" for v in totals.values()), f"{summary.seconds:.1f}", style="bold")
+    out.print(table)
+    for r in summary.reports:
+        if r.new_fields:
+            out.print(f"[yellow]new fields from CoinCap in {r.dataset}[/]: {', '.join(r.new_fields)} (kept in extra_fields)")
+    out.print(f"lake:      {summary.lake_uri}")
+    out.print(f"warehouse: {summary.warehouse_uri}")
+    if totals["quarantined"]:
+        out.print(f"rejected rows and their reasons: {summary.lake_uri}/quarantine/")
+    if summary.dbt is not None:
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.dbt.statuses.items()))
+        out.print(f"dbt:       {statuses}")
+    out.print('try:       coincap-pipeline sql "select * from main_marts.fct_asset_daily limit 10"')
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL to run, e.g. \"select * from main_marts.dim_assets limit 5\".")],
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json.")] = OutputFormat.table,
+    limit: Annotated[int, typer.Option(help="Show at most this many rows in table format.")] = 50,
+    data_dir: DataDirOpt = None,
+    target: TargetOpt = None,
+) -> None:
+    """Run ad-hoc SQL on the warehouse (DuckDB locally)."""
+    from flows.warehouse.factory import warehouse
+
+    settings = load_settings(data_dir=data_dir, target=target)
+    names, rows = warehouse(settings).query(query)
+    if fmt is OutputFormat.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(names)
+        writer.writerows(rows)
+    elif fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps([dict(zip(names, r, strict=True)) for r in rows], default=str, indent=1) + "\n")
+    else:
+        table = Table(*names)
+        for row in rows[:limit]:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        out.print(table)
+        more = f", showing {limit}" if len(rows) > limit else ""
+        out.print(f"{len(rows):,} row{'s' if len(rows) != 1 else ''}{more}")
+
+
+def main() -> None:
+    """Console-script entry point: one line per failure, with what to do, and a non-zero exit code."""
+    # Prefect's local server phones home by default; offline that only prints an error. Users can override.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    try:
+        app(standalone_mode=False)
+    except PipelineError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        err.print("aborted")
+        raise SystemExit(130) from None
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        if isinstance(exc, click.exceptions.Exit):
+            raise SystemExit(exc.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""CoinCap v3 API client: auth, pagination, retries, credit metering, endpoints."""

@@ -1,0 +1,70 @@
+"""Where lake files go and how they are written: staged locally, then published atomically."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flows.lake.storage import LakeStorage
+
+ZONE_DATA = "coincap"
+ZONE_QUARANTINE = "quarantine"
+COMPRESSION = "zstd"
+
+
+def snapshot_key(zone: str, dataset: str, snapshot_id: str, day: datetime) -> str:
+    """`<zone>/<dataset>/dt=YYYY-MM-DD/<snapshot_id>.parquet`: one object per dataset per snapshot."""
+    return f"{zone}/{dataset}/dt={day:%Y-%m-%d}/{snapshot_id}.parquet"
+
+
+class StagedParquet:
+    """Write record batches to a local temporary Parquet file; `publish` moves it into the lake atomically.
+
+    Leaving the `with` block without publishing discards the file, so a failed run leaves nothing behind.
+    """
+
+    def __init__(self, schema: pa.Schema, staging_dir: Path) -> None:
+        staging_dir.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(suffix=".parquet", dir=staging_dir)
+        Path(name).touch()
+        self.path = Path(name)
+        self.schema = schema
+        self.rows = 0
+        self._handle = open(handle, "wb")  # noqa: SIM115 - closed in close()
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+            self._handle, schema, compression=COMPRESSION, write_statistics=True
+        )
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        assert self._writer is not None, "write after close"
+        self._writer.write_table(table.cast(self.schema), row_group_size=128 * 1024)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()  # an empty file still gets the schema, so readers' globs keep working
+            self._writer = None
+            self._handle.close()
+
+    def publish(self, storage: LakeStorage, key: str) -> None:
+        self.close()
+        storage.put_file(self.path, key)
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> StagedParquet:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.discard()

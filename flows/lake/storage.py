@@ -1,0 +1,113 @@
+"""Lake storage: the interface every backend implements, and the local-folder backend.
+
+Object keys are POSIX paths relative to the lake root (`coincap/assets/dt=2026-11-21/20261121T053000Z.parquet`).
+A backend guarantees that `put_file` is atomic (readers see the old object or the new one, never a part) and
+that putting the same key twice replaces it (idempotent re-runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from flows.errors import StorageError
+
+
+@runtime_checkable
+class LakeStorage(Protocol):
+    """What the pipeline needs from a lake. The GCS backend implements the same methods."""
+
+    @property
+    def root_uri(self) -> str:
+        """Where the lake lives, as a URI or path readers (DuckDB, BigQuery) understand."""
+        ...
+
+    def put_file(self, local_path: Path, key: str) -> None:
+        """Publish a finished local file at `key`, atomically replacing any existing object."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys under `prefix`, sorted; in-flight temporary objects are never listed."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove `key` if present (no error when absent)."""
+        ...
+
+    def read_bytes(self, key: str) -> bytes: ...
+
+
+class LocalStorage:
+    """A lake in a local folder. Atomic by `os.replace` of a hidden sibling temporary file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    @property
+    def root_uri(self) -> str:
+        return self.root.as_posix()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise StorageError(f"Refusing lake key outside the lake: {key!r}.", "This is a bug; please report it.")
+        return path
+
+    def put_file(self, local_path: Path, key: str) -> None:
+        dest = self._path(key)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(local_path, tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, dest)
+            _fsync_dir(dest.parent)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise StorageError(
+                f"Could not write {dest} ({exc.strerror or exc}).",
+                "Check free disk space and that PIPELINE_DATA_DIR is writable.",
+            ) from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix.strip("/") else self.root
+        if base.is_file():
+            return [prefix]
+        if not base.exists():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+
+def _fsync_dir(path: Path) -> None:
+    # Make the rename itself durable; not every platform lets a directory be opened.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,16 @@
+"""A CoinCap-v3-compatible server on 127.0.0.1 with faults on demand, for the demo, tests and benchmarks."""
+
+from flows.local_api.catalog import DATASETS, NATURAL_KEYS, Catalog
+from flows.local_api.faults import Faults
+from flows.local_api.server import HISTORY_INTERVALS_MS, ServerStats, StubServer, serve_in_subprocess
+
+__all__ = [
+    "DATASETS",
+    "HISTORY_INTERVALS_MS",
+    "NATURAL_KEYS",
+    "Catalog",
+    "Faults",
+    "ServerStats",
+    "StubServer",
+    "serve_in_subprocess",
+]

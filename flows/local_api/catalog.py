@@ -1,0 +1,552 @@
+"""What the local CoinCap v3 stand-in serves: bundled real samples or a large, deterministic synthetic one.
+
+Records are plain dicts shaped exactly as CoinCap v3 returns them: numbers as decimal strings (up to 18
+decimals, with the binary-float artifacts v3 shows), `rank` as a string, `updated`/`time` as int ms, nullable
+fields as None.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+SAMPLES_DIR = Path(__file__).with_name("samples")
+DATASETS: tuple[str, ...] = ("assets", "rates", "exchanges", "markets")
+NATURAL_KEYS: dict[str, tuple[str, ...]] = {
+    "assets": ("id",),
+    "rates": ("id",),
+    "exchanges": ("exchangeId",),
+    "markets": ("exchangeId", "baseId", "quoteId"),
+}
+# Fixed "now" of synthetic snapshots, so the same seed yields byte-identical records (2025-11-21T18:00Z).
+DEFAULT_AS_OF_MS = 1_763_748_000_000
+_HOUR_MS = 3_600_000
+
+Record = dict[str, Any]
+
+
+def _dec(x: float) -> str:
+    """Format like late-2025 v3: 18 decimals of the exact binary float ("87711.199999999997089617")."""
+    return f"{x:.18f}"
+
+
+def _short(x: float) -> str:
+    """Format like v3's short fields (changePercent24Hr, vwap24Hr): a JS Number.toString()."""
+    text = repr(x)
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent):+d}" if int(exponent) > 0 else f"{mantissa}e{int(exponent)}"
+    return text
+
+
+@dataclass
+class Catalog:
+    """The records one stand-in server serves, per dataset, in the order the listing endpoints return them."""
+
+    assets: list[Record] = field(default_factory=list)
+    rates: list[Record] = field(default_factory=list)
+    exchanges: list[Record] = field(default_factory=list)
+    markets: list[Record] = field(default_factory=list)
+    history: dict[str, list[Record]] = field(default_factory=dict)
+    # dataset -> sorted indexes (into that dataset's list) of records made invalid on purpose
+    invalid_keys: dict[str, list[int]] = field(default_factory=lambda: {d: [] for d in DATASETS})
+    # dataset -> {index: kind} for the same records, e.g. {"assets": {7: "negative_price"}}
+    invalid_kinds: dict[str, dict[int, str]] = field(default_factory=lambda: {d: {} for d in DATASETS})
+
+    def records(self, dataset: str) -> list[Record]:
+        """The list of one dataset ("assets", "rates", "exchanges" or "markets")."""
+        if dataset not in DATASETS:
+            raise KeyError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+        return getattr(self, dataset)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Catalog:
+        """Read `<dataset>.json` lists and a `history.json` mapping from a folder (missing files: empty)."""
+        directory = Path(directory)
+
+        def read(name: str, empty: Any) -> Any:
+            path = directory / f"{name}.json"
+            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else empty
+
+        return cls(**{d: read(d, []) for d in DATASETS}, history=read("history", {}))
+
+    @classmethod
+    def demo(cls) -> Catalog:
+        """The bundled real samples (100 assets, 169 rates, 55 exchanges, 80 markets, bitcoin history)."""
+        return cls.load(SAMPLES_DIR)
+
+    @classmethod
+    def synthetic(
+        cls,
+        n_assets: int = 3000,
+        n_exchanges: int = 200,
+        n_markets: int = 100_000,
+        n_rates: int | None = None,
+        seed: int = 0,
+        history_days: int = 0,
+        invalid_fraction: float = 0.0,
+        *,
+        history_assets: int = 10,
+        as_of_ms: int = DEFAULT_AS_OF_MS,
+    ) -> Catalog:
+        """A deterministic v3-shaped snapshot; the same arguments always give identical records.
+
+        Referential integrity holds for valid records: market `baseId` is an asset, `quoteId` an asset or a
+        fiat rate, `exchangeId` an exchange. `history_days` > 0 adds hourly points for the top
+        `history_assets` assets. `invalid_fraction` corrupts that share of each dataset (see `invalid_keys`).
+        `n_rates` defaults to 170 (fiat first, then crypto rates of the top assets), fewer for tiny catalogs.
+        """
+        if n_rates is None:
+            n_rates = min(170, len(_FIAT) + n_assets)
+        return _SyntheticBuilder(seed, as_of_ms).build(
+            n_assets, n_exchanges, n_markets, n_rates, history_days, history_assets, invalid_fraction
+        )
+
+
+# (id, symbol, name, priceUsd, supply, maxSupply, explorer): the head of the ranking, for realistic demos.
+_KNOWN_ASSETS: tuple[tuple[str, str, str, float, float, float | None, str], ...] = (
+    ("bitcoin", "BTC", "Bitcoin", 87711.2, 19_965_971, 21_000_000, "https://blockchain.info/"),
+    ("ethereum", "ETH", "Ethereum", 2942.23, 120_694_996.48, None, "https://etherscan.io/"),
+    ("tether", "USDT", "Tether USDt", 1.0004, 184_500_000_000, None, "https://tether.to/"),
+    ("xrp", "XRP", "XRP", 2.05, 60_100_000_000, 100_000_000_000, "https://livenet.xrpl.org/"),
+    ("binance-coin", "BNB", "BNB", 880.5, 139_180_000, None, "https://bscscan.com/"),
+    ("solana", "SOL", "Solana", 137.4, 560_400_000, None, "https://explorer.solana.com/"),
+    ("usd-coin", "USDC", "USDC", 0.9998, 76_000_000_000, None, "https://etherscan.io/"),
+    ("tron", "TRX", "TRON", 0.281, 94_700_000_000, None, "https://tronscan.org/#/"),
+    ("dogecoin", "DOGE", "Dogecoin", 0.152, 151_300_000_000, None, "http://dogechain.info/chain/Dogecoin"),
+    ("cardano", "ADA", "Cardano", 0.42, 36_000_000_000, 45_000_000_000, "https://cardanoexplorer.com/"),
+    ("chainlink", "LINK", "Chainlink", 13.1, 680_000_000, 1_000_000_000, "https://etherscan.io/"),
+    ("stellar", "XLM", "Stellar", 0.24, 32_100_000_000, 50_001_806_812, "https://dashboard.stellar.org/"),
+    ("litecoin", "LTC", "Litecoin", 82.3, 76_400_000, 84_000_000, "https://litecoinspace.org/"),
+    ("avalanche", "AVAX", "Avalanche", 14.2, 430_000_000, 720_000_000, "https://avascan.info/"),
+    ("polkadot", "DOT", "Polkadot", 2.31, 1_630_000_000, None, "https://polkascan.io/polkadot"),
+)
+# (id, symbol, currencySymbol, rateUsd): real fiat rows; some have no currency symbol, as in CoinCap.
+_FIAT: tuple[tuple[str, str, str | None, float], ...] = (
+    ("united-states-dollar", "USD", "$", 1.0),
+    ("euro", "EUR", "€", 1.1561549062589602),
+    ("british-pound-sterling", "GBP", "£", 1.3112),
+    ("japanese-yen", "JPY", "¥", 0.0064),
+    ("south-korean-won", "KRW", None, 0.00068),
+    ("turkish-lira", "TRY", "₺", 0.0236),
+    ("chinese-yuan-renminbi", "CNY", "¥", 0.1406),
+    ("indian-rupee", "INR", "₹", 0.0112),
+    ("canadian-dollar", "CAD", "$", 0.7104),
+    ("australian-dollar", "AUD", "$", 0.6478),
+    ("swiss-franc", "CHF", None, 1.2403),
+    ("brazilian-real", "BRL", "R$", 0.1866),
+    ("russian-ruble", "RUB", "₽", 0.0124),
+    ("mexican-peso", "MXN", "$", 0.0543),
+    ("singapore-dollar", "SGD", "$", 0.7671),
+    ("hong-kong-dollar", "HKD", "$", 0.1285),
+    ("polish-zloty", "PLN", "zł", 0.2734),
+    ("ukrainian-hryvnia", "UAH", "₴", 0.0238),
+    ("cfa-franc-beac", "XAF", None, 0.0017625469344657),
+    ("argentine-peso", "ARS", "$", 0.00069),
+)
+# Quote currencies of synthetic markets: these assets (when present) and these fiat rates.
+_QUOTE_ASSETS = ("tether", "usd-coin", "bitcoin", "ethereum", "binance-coin")
+_QUOTE_FIAT = (
+    "united-states-dollar",
+    "euro",
+    "south-korean-won",
+    "japanese-yen",
+    "turkish-lira",
+    "british-pound-sterling",
+)
+# (exchangeId, name, exchangeUrl)
+_KNOWN_EXCHANGES: tuple[tuple[str, str, str], ...] = (
+    ("binance", "Binance", "https://www.binance.com/"),
+    ("coinbase", "Coinbase", "https://www.coinbase.com/"),
+    ("okx", "OKX", "https://www.okx.com/"),
+    ("bybit", "Bybit", "https://www.bybit.com/"),
+    ("kraken", "Kraken", "https://kraken.com"),
+    ("crypto-com", "Crypto.com Exchange", "https://crypto.com/exchange"),
+    ("kucoin", "KuCoin", "https://www.kucoin.com/"),
+    ("gate", "Gate", "https://gate.io/"),
+    ("bitfinex", "Bitfinex", "https://www.bitfinex.com/"),
+    ("bitstamp", "Bitstamp", "https://www.bitstamp.net/"),
+    ("huobi", "HTX", "https://www.htx.com/"),
+    ("upbit", "Upbit", "https://upbit.com/"),
+    ("bithumb", "Bithumb", "https://www.bithumb.com/"),
+    ("gemini", "Gemini", "https://gemini.com/"),
+    ("poloniex", "Poloniex", "https://poloniex.com/"),
+)
+_SYLLABLE_TEXT = (
+    "ka zen lo mir ta vex no qua ri sol dra pix um bel cor fin gal hex io jet lum mo nex or pra quo"
+)
+_SYLLABLES = tuple((_SYLLABLE_TEXT + " ryn sy tor vo wex xa yul zor ae bit chi del").split())
+_WORD_SUFFIXES = (" Network", " Protocol", " Token", " Finance", " Chain", " Coin", " AI", " Swap", " DAO")
+# empty suffixes repeated: most names are a single word
+_ASSET_SUFFIXES = ("",) * 4 + _WORD_SUFFIXES
+_EXCHANGE_SUFFIXES = ("", "", " Exchange", "EX", " Pro", " Markets", " Global")
+# Kinds of invalid record, per dataset: (kind, field it breaks).
+_INVALID_KINDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "assets": (
+        ("negative_price", "priceUsd"),
+        ("non_numeric_price", "priceUsd"),
+        ("missing_id", "id"),
+        ("missing_price", "priceUsd"),
+        ("price_wrong_type", "priceUsd"),
+        ("bad_rank", "rank"),
+    ),
+    "rates": (
+        ("negative_rate", "rateUsd"),
+        ("non_numeric_rate", "rateUsd"),
+        ("missing_id", "id"),
+        ("missing_rate", "rateUsd"),
+        ("rate_wrong_type", "rateUsd"),
+    ),
+    "exchanges": (
+        ("negative_volume", "volumeUsd"),
+        ("non_numeric_volume", "volumeUsd"),
+        ("missing_id", "exchangeId"),
+        ("volume_wrong_type", "volumeUsd"),
+        ("bad_rank", "rank"),
+    ),
+    "markets": (
+        ("negative_price", "priceUsd"),
+        ("non_numeric_price", "priceUsd"),
+        ("missing_base_id", "baseId"),
+        ("missing_price", "priceUsd"),
+        ("price_wrong_type", "priceUsd"),
+        ("bad_rank", "rank"),
+    ),
+}
+
+
+class _SyntheticBuilder:
+    """Builds a synthetic catalog from one seeded random stream (so call order is part of the output)."""
+
+    def __init__(self, seed: int, as_of_ms: int) -> None:
+        self.rng = random.Random(seed)
+        self.as_of_ms = as_of_ms
+        # per-exchange (market volume total, market count), filled by _markets for _rank_exchanges
+        self._market_totals: tuple[dict[str, float], dict[str, int]] = ({}, {})
+
+    def build(
+        self,
+        n_assets: int,
+        n_exchanges: int,
+        n_markets: int,
+        n_rates: int,
+        history_days: int,
+        history_assets: int,
+        invalid_fraction: float,
+    ) -> Catalog:
+        """Generate every dataset, then corrupt the requested share."""
+        if min(n_assets, n_exchanges, n_markets, n_rates, history_days, history_assets) < 0:
+            raise ValueError("sizes must be >= 0")
+        if not 0.0 <= invalid_fraction <= 1.0:
+            raise ValueError("invalid_fraction must be within [0, 1]")
+        assets = self._assets(n_assets)
+        rates = self._rates(n_rates, assets)
+        weighted_exchanges = self._exchanges(n_exchanges)
+        markets = self._markets(n_markets, assets, rates, weighted_exchanges)
+        exchanges = self._rank_exchanges(weighted_exchanges)
+        history = self._history(assets[:history_assets], history_days) if history_days else {}
+        catalog = Catalog(assets=assets, rates=rates, exchanges=exchanges, markets=markets, history=history)
+        if invalid_fraction > 0:
+            self._corrupt(catalog, invalid_fraction)
+        return catalog
+
+    def _unique_name(self, taken: set[str], suffixes: tuple[str, ...]) -> tuple[str, str]:
+        """A made-up (slug, display name) pair whose slug is not in `taken`."""
+        rng = self.rng
+        while True:
+            word = "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+            name = word + rng.choice(suffixes)
+            slug = name.lower().replace(" ", "-")
+            if slug not in taken:
+                taken.add(slug)
+                return slug, name
+
+    def _assets(self, n: int) -> list[Record]:
+        """Assets sorted by market cap, as `/assets` ranks them."""
+        rng = self.rng
+        taken = {a[0] for a in _KNOWN_ASSETS} | {f[0] for f in _FIAT}
+        symbols = {a[1] for a in _KNOWN_ASSETS}
+        rows: list[tuple[float, Record]] = []
+        for i in range(n):
+            if i < len(_KNOWN_ASSETS):
+                slug, symbol, name, price, supply, max_supply, explorer = _KNOWN_ASSETS[i]
+                price *= 1 + rng.gauss(0, 0.01)
+                explorer_or_none: str | None = explorer
+            else:
+                slug, name = self._unique_name(taken, _ASSET_SUFFIXES)
+                symbol = "".join(ch for ch in name.upper() if ch.isalpha())[: rng.randint(3, 5)]
+                while symbol in symbols:
+                    symbol += rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ23456789")
+                # market cap falls roughly as a power of the rank, like the real long tail
+                market_cap = 2.5e10 * (i + 1) ** -1.6 * rng.lognormvariate(0, 0.3)
+                supply = 10 ** rng.uniform(6, 11)
+                price = market_cap / supply
+                max_supply = None if rng.random() < 0.55 else supply * rng.uniform(1.0, 3.0)
+                explorer_or_none = None if rng.random() < 0.08 else f"https://explorer.{slug}.example/"
+            symbols.add(symbol)
+            market_cap = price * supply
+            volume = market_cap * rng.lognormvariate(-3.2, 0.9)
+            change = rng.gauss(0, 4)
+            vwap = None if rng.random() < 0.05 else price * (1 + rng.gauss(0, 0.01))
+            tokens: dict[str, list[str]] = {}
+            if rng.random() < 0.3:
+                chain = rng.choice(("1", "56", "137", "42161", "10", "8453"))
+                tokens[chain] = ["0x" + f"{rng.getrandbits(160):040x}"]
+            rows.append(
+                (
+                    market_cap,
+                    {
+                        "id": slug,
+                        "rank": "",
+                        "symbol": symbol,
+                        "name": name,
+                        "supply": _dec(supply),
+                        "maxSupply": None if max_supply is None else _dec(max_supply),
+                        "marketCapUsd": _dec(market_cap),
+                        "volumeUsd24Hr": _dec(volume),
+                        "priceUsd": _dec(price),
+                        "changePercent24Hr": _short(change),
+                        "vwap24Hr": None if vwap is None else _short(vwap),
+                        "explorer": explorer_or_none,
+                        "tokens": tokens,
+                    },
+                )
+            )
+        rows.sort(key=lambda row: -row[0])
+        assets = [record for _, record in rows]
+        for rank, record in enumerate(assets, start=1):
+            record["rank"] = str(rank)
+        return assets
+
+    def _rates(self, n: int, assets: list[Record]) -> list[Record]:
+        """Fiat rates first, then crypto rates of the top assets (same slugs as the assets)."""
+        rng = self.rng
+        rates: list[Record] = []
+        for slug, symbol, currency_symbol, rate in _FIAT[:n]:
+            if slug != "united-states-dollar":  # the dollar is the unit itself
+                rate *= 1 + rng.gauss(0, 0.001)
+            rates.append(
+                {
+                    "id": slug,
+                    "symbol": symbol,
+                    "currencySymbol": currency_symbol,
+                    "type": "fiat",
+                    "rateUsd": _dec(rate),
+                }
+            )
+        for asset in assets[: max(0, n - len(rates))]:
+            rates.append(
+                {
+                    "id": asset["id"],
+                    "symbol": asset["symbol"],
+                    "currencySymbol": None,
+                    "type": "crypto",
+                    "rateUsd": asset["priceUsd"],
+                }
+            )
+        if len(rates) < n:
+            raise ValueError(f"n_rates={n} needs at least {n - len(_FIAT)} assets")
+        return rates
+
+    def _exchanges(self, n: int) -> list[tuple[float, Record]]:
+        """(activity weight, record) per exchange; about 8% are inactive (weight 0, v3's "unknown" values)."""
+        rng = self.rng
+        taken = {e[0] for e in _KNOWN_EXCHANGES}
+        rows: list[tuple[float, Record]] = []
+        for i in range(n):
+            if i < len(_KNOWN_EXCHANGES):
+                ex_id, name, url = _KNOWN_EXCHANGES[i]
+            else:
+                ex_id, name = self._unique_name(taken, _EXCHANGE_SUFFIXES)
+                url = f"https://www.{ex_id}.example/"
+            inactive = i >= len(_KNOWN_EXCHANGES) and rng.random() < 0.08
+            weight = 0.0 if inactive else (i + 1) ** -1.4 * rng.lognormvariate(0, 0.4)
+            rows.append(
+                (
+                    weight,
+                    {
+                        "exchangeId": ex_id,
+                        "name": name,
+                        "rank": "",
+                        "percentTotalVolume": None,
+                        "volumeUsd": None,
+                        "tradingPairs": "0",
+                        "socket": None if inactive else rng.random() < 0.4,
+                        "exchangeUrl": url,
+                        "updated": 0 if inactive else self.as_of_ms - rng.randint(0, 60_000),
+                    },
+                )
+            )
+        return rows
+
+    def _markets(
+        self,
+        n: int,
+        assets: list[Record],
+        rates: list[Record],
+        weighted_exchanges: list[tuple[float, Record]],
+    ) -> list[Record]:
+        """Unique (exchangeId, baseId, quoteId) markets, sorted by 24h volume, ranked within their exchange.
+
+        Bigger exchanges list more pairs and more volume; an exchange lists only the top of the asset ranking.
+        """
+        rng = self.rng
+        active = [(w, e) for w, e in weighted_exchanges if w > 0]
+        if n == 0 or not active:
+            if n:
+                raise ValueError("n_markets > 0 needs at least one exchange")
+            return []
+        asset_pos = {a["id"]: i for i, a in enumerate(assets)}
+        rate_by_id = {r["id"]: r for r in rates}
+        # (quoteId, quoteSymbol, priceUsd, index in assets or -1)
+        quotes: list[tuple[str, str, float, int]] = [
+            (q, assets[asset_pos[q]]["symbol"], float(assets[asset_pos[q]]["priceUsd"]), asset_pos[q])
+            for q in _QUOTE_ASSETS
+            if q in asset_pos
+        ] + [
+            (q, rate_by_id[q]["symbol"], float(rate_by_id[q]["rateUsd"]), -1)
+            for q in _QUOTE_FIAT
+            if q in rate_by_id
+        ]
+        n_bases = len(assets) - 1  # a market never quotes an asset in itself
+        n_quotes = len(quotes)
+        top_weight = max(w for w, _ in active)
+        capacity = [max(1, round(n_bases * (0.15 + 0.85 * math.sqrt(w / top_weight)))) for w, _ in active]
+        if n > sum(capacity) * n_quotes:
+            # too many markets for a skewed listing: every exchange lists every asset
+            capacity = [n_bases] * len(active)
+        space = sum(capacity) * n_quotes
+        if n_bases <= 0 or n > space:
+            raise ValueError(f"n_markets={n} exceeds the {max(space, 0)} distinct market keys")
+        starts = list(itertools.accumulate((c * n_quotes for c in capacity), initial=0))
+        mean_weight = sum(w for w, _ in active) / len(active)
+        volume_factor = [math.sqrt(w / mean_weight) for w, _ in active]
+        prices = [float(a["priceUsd"]) for a in assets]
+        drawn: list[tuple[int, int, int, float]] = []  # (exchange, base, quote, raw volume weight)
+        base_weight = [0.0] * len(assets)
+        # sampling combination numbers keeps keys unique without a retry loop
+        for combo in rng.sample(range(space), n):
+            ex_i = bisect.bisect_right(starts, combo) - 1
+            base_i, quote_i = divmod(combo - starts[ex_i], n_quotes)
+            if 0 <= quotes[quote_i][3] <= base_i:
+                base_i += 1
+            weight = volume_factor[ex_i] * rng.lognormvariate(0, 1.2)
+            base_weight[base_i] += weight
+            drawn.append((ex_i, base_i, quote_i, weight))
+        rows: list[tuple[float, Record]] = []
+        for ex_i, base_i, quote_i, weight in drawn:
+            quote_id, quote_symbol, quote_price, _ = quotes[quote_i]
+            base = assets[base_i]
+            price = prices[base_i] * (1 + rng.gauss(0, 0.002))
+            # an asset's markets share its 24h volume
+            volume = float(base["volumeUsd24Hr"]) * weight / base_weight[base_i]
+            trades = None if rng.random() < 0.15 else str(max(1, int(volume / rng.uniform(200, 5000))))
+            rows.append(
+                (
+                    volume,
+                    {
+                        "exchangeId": active[ex_i][1]["exchangeId"],
+                        "rank": "",
+                        "baseSymbol": base["symbol"],
+                        "baseId": base["id"],
+                        "quoteSymbol": quote_symbol,
+                        "quoteId": quote_id,
+                        "priceQuote": _dec(price / quote_price),
+                        "priceUsd": _dec(price),
+                        "volumeUsd24Hr": _dec(volume),
+                        "percentExchangeVolume": "",
+                        "tradesCount24Hr": trades,
+                        "updated": self.as_of_ms - rng.randint(0, 120_000),
+                    },
+                )
+            )
+        rows.sort(key=lambda row: -row[0])
+        ex_total: dict[str, float] = {}
+        for volume, record in rows:
+            ex_total[record["exchangeId"]] = ex_total.get(record["exchangeId"], 0.0) + volume
+        ex_count: dict[str, int] = {}
+        markets = []
+        for volume, record in rows:
+            ex_id = record["exchangeId"]
+            ex_count[ex_id] = ex_count.get(ex_id, 0) + 1
+            record["rank"] = str(ex_count[ex_id])
+            record["percentExchangeVolume"] = _dec(volume / ex_total[ex_id] * 100 if ex_total[ex_id] else 0.0)
+            markets.append(record)
+        self._market_totals = ex_total, ex_count
+        return markets
+
+    def _rank_exchanges(self, weighted_exchanges: list[tuple[float, Record]]) -> list[Record]:
+        """Fill volume, share and pair count from the markets; rank by volume as `/exchanges` does."""
+        ex_total, ex_count = self._market_totals
+        grand_total = sum(ex_total.values()) or 1.0
+        rows = []
+        for weight, record in weighted_exchanges:
+            volume = ex_total.get(record["exchangeId"], 0.0)
+            if weight > 0:
+                record["volumeUsd"] = _dec(volume)
+                # v3 prints this one with 36 decimals, half of them padding
+                record["percentTotalVolume"] = _dec(volume / grand_total * 100) + "0" * 18
+                record["tradingPairs"] = str(ex_count.get(record["exchangeId"], 0))
+            rows.append((weight > 0, volume, weight, record))
+        rows.sort(key=lambda row: (not row[0], -row[1], -row[2]))
+        exchanges = [row[3] for row in rows]
+        for rank, record in enumerate(exchanges, start=1):
+            record["rank"] = str(rank)
+        return exchanges
+
+    def _history(self, assets: list[Record], days: int) -> dict[str, list[Record]]:
+        """Hourly points for `days` days up to the snapshot, walking back from each asset's current price."""
+        rng = self.rng
+        end = self.as_of_ms - self.as_of_ms % _HOUR_MS
+        n_points = days * 24
+        start = end - (n_points - 1) * _HOUR_MS
+        start_dt = datetime.fromtimestamp(start / 1000, tz=UTC)
+        dates = [(start_dt + timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%S.000Z") for h in range(n_points)]
+        history: dict[str, list[Record]] = {}
+        for asset in assets:
+            price = float(asset["priceUsd"])
+            walk = [price]
+            for _ in range(n_points - 1):
+                walk.append(walk[-1] / math.exp(rng.gauss(0, 0.004)))
+            walk.reverse()
+            history[asset["id"]] = [
+                {"priceUsd": _dec(p), "time": start + h * _HOUR_MS, "date": dates[h]}
+                for h, p in enumerate(walk)
+            ]
+        return history
+
+    def _corrupt(self, catalog: Catalog, fraction: float) -> None:
+        """Replace `fraction` of each dataset with invalid records, every kind used in turn."""
+        rng = self.rng
+        for dataset in DATASETS:
+            records = catalog.records(dataset)
+            if not records:
+                continue
+            count = min(len(records), max(1, round(len(records) * fraction)))
+            kinds = _INVALID_KINDS[dataset]
+            offset = rng.randrange(len(kinds))
+            picked = sorted(rng.sample(range(len(records)), count))
+            for n, index in enumerate(picked):
+                kind, key = kinds[(n + offset) % len(kinds)]
+                bad = dict(records[index])
+                value = bad.get(key)
+                if kind.startswith("negative"):
+                    bad[key] = "-" + (value if isinstance(value, str) and value else "1.000000000000000000")
+                elif kind.startswith("non_numeric"):
+                    bad[key] = "abc"
+                elif kind.startswith("missing"):
+                    del bad[key]
+                elif kind.endswith("wrong_type"):
+                    bad[key] = [value]
+                else:  # bad_rank
+                    bad[key] = "x"
+                records[index] = bad
+                catalog.invalid_kinds[dataset][index] = kind
+            catalog.invalid_keys[dataset] = picked

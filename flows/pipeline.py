@@ -1,0 +1,236 @@
+"""The Prefect flows: one per dataset, and `snapshot`, which runs the four under one snapshot id, then dbt.
+
+The story of a snapshot: extract every dataset concurrently (each task pages, validates and stages its
+files) → publish the staged files only if every dataset succeeded → record run metrics → build the marts.
+Business logic lives in plain functions (`extract.py`, `transform.py`); tasks add retries and timeouts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.context import get_run_context
+from prefect.states import State
+from pydantic import Field
+
+from flows.coincap.endpoints import DATASETS
+from flows.errors import ApiError, AuthError, PipelineError, QuotaExhausted, StorageError
+from flows.extract import DatasetReport, StagedFiles, extract_dataset
+from flows.lake.factory import lake_storage
+from flows.settings import Settings, current_settings
+from flows.snapshot_id import PATTERN, Snapshot
+from flows.transform import DbtOutcome, run_dbt
+from flows.warehouse.factory import warehouse
+
+class _ThreadTimeoutNotice(logging.Filter):
+    """Drop Prefect's per-task notice that timeouts in worker threads act between blocking calls.
+
+    Known and accepted: every HTTP call has its own connect/read timeout, so a task timeout only needs to
+    act between pages, which is what it does. The notice would otherwise repeat for every task of every run.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Timeout of %s seconds configured for this task")
+
+
+logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
+
+Dataset = Literal["assets", "rates", "exchanges", "markets"]
+SnapshotId = Annotated[str, Field(pattern=PATTERN, description="UTC snapshot id like 20261121T053000Z")]
+
+
+@dataclass
+class SnapshotSummary:
+    """What a snapshot run did: the CLI's summary table and the flow's return value."""
+
+    snapshot_id: str
+    reports: list[DatasetReport]
+    dbt: DbtOutcome | None
+    lake_uri: str
+    warehouse_uri: str
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _retry_if_transient(task: Any, task_run: TaskRun, state: State) -> bool:
+    """Retry network/storage trouble; never a rejected key, a spent quota or a bad configuration."""
+    try:
+        state.result()
+    except (AuthError, QuotaExhausted):
+        return False
+    except (ApiError, StorageError, OSError):
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(
+    name="extract",
+    task_run_name="extract-{dataset}",
+    retries=2,
+    retry_delay_seconds=[10, 60],
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_retry_if_transient,
+    timeout_seconds=3600,
+    cache_policy=NO_CACHE,
+)
+def extract_task(dataset: Dataset, snapshot_id: str) -> tuple[DatasetReport, StagedFiles]:
+    """Page through one dataset and stage its validated files."""
+    logger = get_run_logger()
+    settings = current_settings()
+    last_log = [0.0]
+
+    def progress(name: str, pages: int, records: int) -> None:
+        now = time.monotonic()
+        if now - last_log[0] >= 2.0:
+            last_log[0] = now
+            logger.info("%s: %d pages, %d records so far", name, pages, records)
+
+    report, staged = extract_dataset(dataset, Snapshot.parse(snapshot_id), settings=settings, progress=progress)
+    logger.info(
+        "%s: %d valid, %d quarantined, %d duplicates dropped, %d calls, %d credits, %.1fs",
+        dataset, report.valid, report.quarantined, report.duplicates, report.calls, report.credits, report.seconds,
+    )  # fmt: skip
+    if report.new_fields:
+        logger.warning("%s: CoinCap sent fields the contract does not know (kept in extra_fields): %s",
+                       dataset, ", ".join(report.new_fields))  # fmt: skip
+    return report, staged
+
+
+@task(name="publish", retries=2, retry_delay_seconds=5, timeout_seconds=1800, cache_policy=NO_CACHE)
+def publish_task(staged: list[StagedFiles]) -> list[str]:
+    """Publish a snapshot's staged files to the lake, each object atomically."""
+    storage = lake_storage(current_settings())
+    return [key for files in staged for key in files.publish(storage)]
+
+
+@task(name="dbt-build", timeout_seconds=3600, cache_policy=NO_CACHE)
+def dbt_task(full_refresh: bool = False) -> DbtOutcome:
+    """Build and test the marts (`dbt build`)."""
+    outcome = run_dbt(current_settings(), "build", *(["--full-refresh"] if full_refresh else []))
+    get_run_logger().info("dbt build: %s in %.1fs", dict(outcome.statuses), outcome.seconds)
+    return outcome
+
+
+def _flow_run_id() -> str | None:
+    try:
+        run = get_run_context().flow_run  # type: ignore[union-attr]
+    except Exception:
+        return None
+    return str(run.id) if run else None
+
+
+def _run_snapshot(datasets: list[Dataset], snapshot_id: str | None, transform: bool) -> SnapshotSummary:
+    logger = get_run_logger()
+    settings = current_settings()
+    started = time.perf_counter()
+    snap = Snapshot.parse(snapshot_id) if snapshot_id else Snapshot.now()
+    logger.info("snapshot %s: extracting %s from %s", snap.id, ", ".join(datasets), settings.api_base_url)
+
+    futures = {d: extract_task.submit(d, snap.id) for d in dict.fromkeys(datasets)}
+    results: dict[str, tuple[DatasetReport, StagedFiles]] = {}
+    errors: dict[str, BaseException] = {}
+    for dataset, future in futures.items():
+        try:
+            results[dataset] = future.result()
+        except BaseException as exc:  # collect all, so one failure never leaves others' files staged
+            errors[dataset] = exc
+
+    run_id = _flow_run_id()
+    store = warehouse(settings)
+    if errors:
+        for _, staged in results.values():
+            staged.discard()
+        store.record_runs(
+            [_metrics_row(r, run_id, "completed") for r, _ in results.values()]
+            + [_failure_row(d, snap.id, run_id, e) for d, e in errors.items()]
+        )
+        first = next(iter(errors.values()))
+        logger.error("snapshot %s: nothing published (%s)", snap.id, first)
+        raise first
+
+    reports = [results[d][0] for d in futures]
+    publish_task([results[d][1] for d in futures])
+    store.record_runs([_metrics_row(r, run_id, "completed") for r in reports])
+
+    outcome = None
+    if transform:
+        dbt_started = time.perf_counter()
+        try:
+            outcome = dbt_task()
+        except PipelineError as exc:
+            store.record_runs([_step_row("dbt", snap.id, run_id, "failed", time.perf_counter() - dbt_started, exc)])
+            raise
+        store.record_runs([_step_row("dbt", snap.id, run_id, "completed", outcome.seconds, None)])
+    return SnapshotSummary(
+        snapshot_id=snap.id,
+        reports=reports,
+        dbt=outcome,
+        lake_uri=lake_storage(settings).root_uri,
+        warehouse_uri=store.uri,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _metrics_row(report: DatasetReport, run_id: str | None, status: str) -> dict[str, Any]:
+    return {**report.as_row(), "step": report.dataset, "flow_run_id": run_id, "status": status}
+
+
+def _failure_row(dataset: str, snapshot_id: str, run_id: str | None, exc: BaseException) -> dict[str, Any]:
+    return _step_row(dataset, snapshot_id, run_id, "failed", None, exc)
+
+
+def _step_row(
+    step: str, snapshot_id: str, run_id: str | None, status: str, seconds: float | None, exc: BaseException | None
+) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    return {
+        "flow_run_id": run_id,
+        "snapshot_id": snapshot_id,
+        "step": step,
+        "status": status,
+        "started_at": datetime.now(UTC),
+        "seconds": seconds,
+        "error": str(exc)[:500] if exc else None,
+    }
+
+
+@flow(name="snapshot", log_prints=True, validate_parameters=True)
+def snapshot_flow(
+    snapshot_id: SnapshotId | None = None,
+    datasets: list[Dataset] = list(DATASETS),  # noqa: B006 - Prefect needs a literal default for the UI form
+    transform: bool = True,
+) -> SnapshotSummary:
+    """Extract assets, rates, exchanges and markets under one snapshot id, then build the marts with dbt."""
+    return _run_snapshot(datasets, snapshot_id, transform)
+
+
+def _dataset_flow(dataset: Dataset) -> Any:
+    @flow(name=dataset, log_prints=True, validate_parameters=True)
+    def dataset_flow(snapshot_id: SnapshotId | None = None, transform: bool = False) -> SnapshotSummary:
+        return _run_snapshot([dataset], snapshot_id, transform)
+
+    dataset_flow.__doc__ = f"Extract {dataset} for one snapshot (optionally rebuild the marts)."
+    dataset_flow.fn.__name__ = f"{dataset}_flow"
+    return dataset_flow
+
+
+assets_flow = _dataset_flow("assets")
+rates_flow = _dataset_flow("rates")
+exchanges_flow = _dataset_flow("exchanges")
+markets_flow = _dataset_flow("markets")
+
+
+@flow(name="dbt-build", log_prints=True)
+def transform_flow(full_refresh: bool = False) -> DbtOutcome:
+    """Build and test the marts from what is in the lake."""
+    return dbt_task(full_refresh)
+
