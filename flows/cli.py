@@ -137,7 +137,7 @@ def _print_summary(summary: Any) -> None:
     if summary.dbt is not None:
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.dbt.statuses.items()))
         out.print(f"dbt:       {statuses}")
-    out.print('try:       coincap-pipeline sql "select * from main_marts.fct_asset_daily limit 10"')
+    out.print('try:       coincap-pipeline sql "select * from marts.fct_asset_daily limit 10"')
 
 
 @app.command()
@@ -173,7 +173,7 @@ def main() -> None:
     # Prefect's local server phones home by default; offline that only prints an error. Users can override.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
-        app(standalone_mode=False)
+        app(prog_name="coincap-pipeline", standalone_mode=False)
     except PipelineError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(exc.exit_code) from None

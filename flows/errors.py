@@ -24,6 +24,10 @@ class ApiError(PipelineError):
     exit_code = 3
 
 
+class ApiUnavailable(ApiError):
+    """CoinCap kept failing transiently (5xx, timeouts, dropped or truncated responses): worth a later retry."""
+
+
 class AuthError(ApiError):
     """Rejected key: never retried."""
 

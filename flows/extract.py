@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from flows.coincap.client import CallStats, CoinCapClient, CreditMeter, Page
 from flows.coincap.endpoints import Endpoint, scoped_requests
 from flows.contracts.columns import QUARANTINE_SCHEMA
@@ -89,6 +91,7 @@ def extract_dataset(
     meter = CreditMeter()
     staging = settings.data_dir.resolve() / "staging"
     landed: set[tuple[Any, ...]] = set()
+    rejected: set[str] = set()  # raw JSON of quarantined records: one served twice is quarantined once
     new_fields: set[str] = set()
 
     staged = StagedFiles()
@@ -112,7 +115,7 @@ def extract_dataset(
                     contract, fresh, snapshot_id=snapshot.id, snapshot_ts=snapshot.ts, api_timestamp=api_ts
                 )
                 good.write(result.valid)
-                bad.write(result.quarantine)
+                bad.write(_first_rejects(result.quarantine, rejected, report))
                 landed.update(zip(*(result.valid.column(k).to_pylist() for k in contract.key), strict=True))
                 new_fields |= result.new_fields
                 if progress:
@@ -153,6 +156,16 @@ def _pages(client: CoinCapClient, endpoint: Endpoint) -> Iterator[Page]:
             "Check COINCAP_API_BASE_URL points at the v3 API.",
         )
     yield Page(records=data, offset=0, timestamp_ms=timestamp, body_bytes=nbytes)
+
+
+def _first_rejects(quarantine: pa.Table, rejected: set[str], report: DatasetReport) -> pa.Table:
+    if quarantine.num_rows == 0:
+        return quarantine
+    raw = quarantine.column("record_json").to_pylist()
+    keep = [r not in rejected for r in raw]
+    rejected.update(raw)
+    report.duplicates += keep.count(False)
+    return quarantine.filter(pa.array(keep)) if not all(keep) else quarantine
 
 
 def _raw_key(record: Any, key: tuple[str, ...]) -> tuple[Any, ...] | None:

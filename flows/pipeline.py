@@ -20,9 +20,11 @@ from prefect.states import State
 from pydantic import Field
 
 from flows.coincap.endpoints import DATASETS
-from flows.errors import ApiError, AuthError, PipelineError, QuotaExhausted, StorageError
+from flows.errors import ApiUnavailable, PipelineError, StorageError
 from flows.extract import DatasetReport, StagedFiles, extract_dataset
+from flows.contracts.datasets import CONTRACTS
 from flows.lake.factory import lake_storage
+from flows.lake.parquet import ensure_readable
 from flows.settings import Settings, current_settings
 from flows.snapshot_id import PATTERN, Snapshot
 from flows.transform import DbtOutcome, run_dbt
@@ -62,9 +64,7 @@ def _retry_if_transient(task: Any, task_run: TaskRun, state: State) -> bool:
     """Retry network/storage trouble; never a rejected key, a spent quota or a bad configuration."""
     try:
         state.result()
-    except (AuthError, QuotaExhausted):
-        return False
-    except (ApiError, StorageError, OSError):
+    except (ApiUnavailable, StorageError, OSError):
         return True
     except Exception:
         return False
@@ -114,7 +114,10 @@ def publish_task(staged: list[StagedFiles]) -> list[str]:
 @task(name="dbt-build", timeout_seconds=3600, cache_policy=NO_CACHE)
 def dbt_task(full_refresh: bool = False) -> DbtOutcome:
     """Build and test the marts (`dbt build`)."""
-    outcome = run_dbt(current_settings(), "build", *(["--full-refresh"] if full_refresh else []))
+    settings = current_settings()
+    schemas = {name: contract.arrow_schema() for name, contract in CONTRACTS.items()}
+    ensure_readable(lake_storage(settings), schemas, settings.data_dir.resolve() / "staging")
+    outcome = run_dbt(settings, "build", *(["--full-refresh"] if full_refresh else []))
     get_run_logger().info("dbt build: %s in %.1fs", dict(outcome.statuses), outcome.seconds)
     return outcome
 

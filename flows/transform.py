@@ -77,7 +77,9 @@ def run_dbt(settings: Settings, command: str = "build", *extra: str, raise_on_fa
         outcome.statuses[status] += 1
         if status in {"error", "fail", "runtime error"}:
             name = getattr(node.node, "name", "?")
-            outcome.failures.append(f"{name}: {(node.message or status).splitlines()[0]}")
+            # dbt leaves the message empty for failed unit tests: say which kind of node failed instead.
+            message = (node.message or "").strip() or f"{getattr(node.node, 'resource_type', 'node')} {status}"
+            outcome.failures.append(f"{name}: {message.splitlines()[0]}")
     if not result.success and not outcome.failures:
         reason = result.exception or "see the dbt log"
         outcome.failures.append(str(reason).splitlines()[0] if str(reason) else "dbt failed")

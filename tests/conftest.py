@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-# Before Prefect is imported anywhere: no heartbeats (saves ~1 s per flow run), no telemetry, no UI.
-os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "")
+# Before Prefect is imported anywhere: no telemetry, no UI.
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_SERVER_UI_ENABLED"] = "false"
 os.environ.pop("COINCAP_API_KEY", None)

@@ -47,18 +47,26 @@ def write_snapshot(
     snapshot_id = snapshot_id_of(snapshot_ts)
     records = {"assets": assets, "rates": rates, "exchanges": exchanges, "markets": markets}
     for dataset in DATASETS:
-        result = validate_records(
-            CONTRACTS[dataset],
-            list(records[dataset]),
-            snapshot_id=snapshot_id,
-            snapshot_ts=snapshot_ts,
-            api_timestamp=api_timestamp,
-        )
-        if result.n_quarantined:
-            raise ValueError(f"fixture {dataset} rows fail their contract: {result.quarantine.to_pylist()}")
+        contract = CONTRACTS[dataset]
+        if records[dataset]:
+            result = validate_records(
+                contract,
+                list(records[dataset]),
+                snapshot_id=snapshot_id,
+                snapshot_ts=snapshot_ts,
+                api_timestamp=api_timestamp,
+            )
+            if result.n_quarantined:
+                rejects = result.quarantine.to_pylist()
+                raise ValueError(f"fixture {dataset} rows fail their contract: {rejects}")
+            table = result.valid
+        else:
+            # validate_records([]) fails inside pyarrow (its keep-mask is a null-typed array), so an empty
+            # file is written straight from the contract's schema, which is what .valid would hold.
+            table = contract.arrow_schema().empty_table()
         path = lake_file(lake_dir, dataset, snapshot_ts)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(result.valid, path)
+        pq.write_table(table, path)
     return snapshot_id
 
 
@@ -95,7 +103,7 @@ def asset(asset_id: str, rank: int, price: float, volume: float | None = 1.0e9, 
 RATES: tuple[Record, ...] = (
     {"id": "euro", "symbol": "EUR", "currencySymbol": "€", "type": "fiat", "rateUsd": "1.157100000000000000"},
     {"id": "united-states-dollar", "symbol": "USD", "currencySymbol": "$", "type": "fiat", "rateUsd": "1"},
-    {"id": "bitcoin", "symbol": "BTC", "currencySymbol": "₿", "type": "crypto", "rateUsd": "87711.1999999999970896"},
+    {"id": "bitcoin", "symbol": "BTC", "currencySymbol": "₿", "type": "crypto", "rateUsd": "87711.1999999"},
 )
 
 EXCHANGES: tuple[Record, ...] = (
@@ -147,12 +155,15 @@ def market(exchange_id: str, base_id: str, quote_id: str, price: float, rank: in
 BASE_PRICES = {"bitcoin": 87711.2, "ethereum": 2950.5, "tether": 1.0004, "solana": 140.25, "dogecoin": 0.1523}
 SNAPSHOT_HOURS = (0, 8, 16)
 START_DAY = date(2026, 10, 1)
+# (day index, snapshot index) whose markets file has 0 rows, as when a scope matches nothing
+EMPTY_MARKETS_SNAPSHOT = (5, 1)
 
 
 def asset_price(asset_id: str, day_index: int, snapshot_index: int) -> float:
     """A deterministic, wiggly price path (sines of the day and snapshot, no randomness)."""
     k = list(BASE_PRICES).index(asset_id) + 1
-    wiggle = 0.04 * math.sin(0.7 * k * day_index + 0.3 * snapshot_index) + 0.01 * math.cos(1.3 * day_index * k)
+    wiggle = 0.04 * math.sin(0.7 * k * day_index + 0.3 * snapshot_index)
+    wiggle += 0.01 * math.cos(1.3 * k * day_index)
     trend = 1 + 0.002 * k * day_index
     return round(BASE_PRICES[asset_id] * trend * (1 + wiggle), 10)
 
@@ -220,7 +231,9 @@ def generate_history(days: Iterable[int], hours: Sequence[int] = SNAPSHOT_HOURS)
                     ],
                     rates=list(RATES),
                     exchanges=list(EXCHANGES),
-                    markets=[
+                    markets=[]
+                    if (day_index, snap_index) == EMPTY_MARKETS_SNAPSHOT
+                    else [
                         market("binance", "bitcoin", "tether", prices["bitcoin"]),
                         market("kraken", "ethereum", "united-states-dollar", prices["ethereum"]),
                         # an exchange /exchanges did not return (markets scope): relationships only warn

@@ -24,7 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from flows.coincap.credits import credits_for
-from flows.errors import ApiError, AuthError, QuotaExhausted
+from flows.errors import ApiError, ApiUnavailable, AuthError, QuotaExhausted
 from flows.settings import Settings
 
 USER_AGENT = "coincap-pipeline/0.1 (+https://github.com/coincap-pipeline)"
@@ -156,10 +156,9 @@ class CoinCapClient:
                 if attempt >= s.max_attempts:
                     break
                 self._sleep(self._backoff(attempt))
-        raise ApiError(
-            f"CoinCap request {path} failed {attempt} times (last: {last}).",
-            self._hint_for(last),
-        )
+        # Unreachable hosts and non-JSON answers are configuration trouble: a later retry will not help.
+        error = ApiError if last.startswith(("cannot connect", "DNS", "not JSON")) else ApiUnavailable
+        raise error(f"CoinCap request {path} failed {attempt} times (last: {last}).", self._hint_for(last))
 
     def _backoff(self, attempt: int) -> float:
         # "Equal jitter": at least half the exponential delay, so retries never hammer, plus a random half.

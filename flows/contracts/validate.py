@@ -128,7 +128,7 @@ def validate_records(
 
     n = len(records)
     bad = sorted(reasons)
-    keep = pa.array([True] * n) if not bad else pc.invert(pa.array([i in reasons for i in range(n)]))
+    keep = pa.array([i not in reasons for i in range(n)], pa.bool_())
     meta = {
         SNAPSHOT_ID: pa.array([snapshot_id] * n, pa.string()),
         SNAPSHOT_TS: pa.array([snapshot_ts] * n, TIMESTAMP_TYPE),

@@ -68,3 +68,22 @@ class StagedParquet:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.discard()
+
+
+# A dataset that has never been extracted (say, the first run was `--dataset assets`) has no files, and
+# readers of the lake (DuckDB's read_parquet glob, BigQuery external tables) fail on an empty glob. A
+# zero-row file carrying the schema, in an epoch partition, keeps them working and adds no rows.
+PLACEHOLDER_DAY = datetime(1970, 1, 1)
+PLACEHOLDER_ID = "19700101T000000Z"
+
+
+def ensure_readable(storage: LakeStorage, schemas: dict[str, pa.Schema], staging_dir: Path) -> list[str]:
+    """Give every dataset without lake files an empty, schema-only file; return the keys written."""
+    written = []
+    for dataset, schema in schemas.items():
+        if storage.list(f"{ZONE_DATA}/{dataset}/"):
+            continue
+        key = snapshot_key(ZONE_DATA, dataset, PLACEHOLDER_ID, PLACEHOLDER_DAY)
+        StagedParquet(schema, staging_dir).publish(storage, key)
+        written.append(key)
+    return written

@@ -1,0 +1,38 @@
+"""Lint-time stand-ins for what dbt provides when it renders a model, for sqlfluff's jinja templater.
+
+sqlfluff (templater = jinja, apply_dbt_builtins) knows ref/source/config/var/is_incremental/this, but not
+`target`, dbt's cross-database macros, or this project's macros. Each stand-in renders the SQL the real one
+renders on the `local` (DuckDB) target; sqlfluff lints that SQL. Keep them in step with `dbt/macros/`.
+"""
+
+from types import SimpleNamespace
+
+target = SimpleNamespace(type="duckdb", name="local", database="warehouse", schema="main")
+
+dbt = SimpleNamespace(
+    safe_cast=lambda field, type: f"try_cast({field} as {type})",
+    type_float=lambda: "double",
+    type_bigint=lambda: "bigint",
+    type_string=lambda: "varchar",
+    type_timestamp=lambda: "timestamp",
+)
+
+
+def type_exact_decimal() -> str:
+    return "decimal(38, 18)"
+
+
+def ms_to_timestamp(ms: str) -> str:
+    return f"(epoch_ms({ms}) at time zone 'UTC')"
+
+
+def add_days(date_expr: str, days: int) -> str:
+    return f"({date_expr} + cast({days} as integer))"
+
+
+def day_number(date_expr: str) -> str:
+    return f"date_diff('day', date '1970-01-01', {date_expr})"
+
+
+def partition_by_day(field: str, data_type: str = "date") -> None:
+    return None

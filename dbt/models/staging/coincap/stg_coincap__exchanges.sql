@@ -1,0 +1,68 @@
+with
+
+source as (
+
+    select * from {{ source('coincap', 'exchanges') }}
+
+),
+
+renamed as (
+
+    select
+        exchangeId as exchange_id,
+        snapshot_id,
+        snapshot_ts,
+        cast(dt as date) as snapshot_date,
+        name as exchange_name,
+        cast(rank as {{ dbt.type_bigint() }}) as exchange_rank,
+        cast(percentTotalVolume as {{ type_exact_decimal() }}) as percent_total_volume,
+        cast(volumeUsd as {{ type_exact_decimal() }}) as volume_usd_24h,
+        cast(tradingPairs as {{ dbt.type_bigint() }}) as trading_pairs,
+        socket as has_socket,
+        exchangeUrl as exchange_url,
+        -- CoinCap sends 0 when it does not know the time of the last update
+        {{ ms_to_timestamp('nullif(updated, 0)') }} as updated_at,
+        api_timestamp,
+        extra_fields as extra_fields_json
+
+    from source
+
+),
+
+deduplicated as (
+
+    select
+        *,
+        row_number() over (
+            partition by exchange_id, snapshot_id
+            order by api_timestamp desc nulls last
+        ) as duplicate_rank
+
+    from renamed
+
+),
+
+final as (
+
+    select
+        exchange_id,
+        snapshot_id,
+        snapshot_ts,
+        snapshot_date,
+        exchange_name,
+        exchange_rank,
+        percent_total_volume,
+        volume_usd_24h,
+        trading_pairs,
+        has_socket,
+        exchange_url,
+        updated_at,
+        api_timestamp,
+        extra_fields_json
+
+    from deduplicated
+    where duplicate_rank = 1
+
+)
+
+select * from final

@@ -1,0 +1,74 @@
+with
+
+source as (
+
+    select * from {{ source('coincap', 'markets') }}
+
+),
+
+renamed as (
+
+    select
+        exchangeId as exchange_id,
+        baseId as base_asset_id,
+        quoteId as quote_asset_id,
+        snapshot_id,
+        snapshot_ts,
+        cast(dt as date) as snapshot_date,
+        baseSymbol as base_symbol,
+        quoteSymbol as quote_symbol,
+        cast(rank as {{ dbt.type_bigint() }}) as market_rank,
+        cast(priceQuote as {{ type_exact_decimal() }}) as price_quote,
+        cast(priceUsd as {{ type_exact_decimal() }}) as price_usd,
+        cast(volumeUsd24Hr as {{ type_exact_decimal() }}) as volume_usd_24h,
+        cast(percentExchangeVolume as {{ type_exact_decimal() }}) as percent_exchange_volume,
+        cast(tradesCount24Hr as {{ dbt.type_bigint() }}) as trades_count_24h,
+        -- CoinCap sends 0 when it does not know the time of the last update
+        {{ ms_to_timestamp('nullif(updated, 0)') }} as updated_at,
+        api_timestamp,
+        extra_fields as extra_fields_json
+
+    from source
+
+),
+
+deduplicated as (
+
+    select
+        *,
+        row_number() over (
+            partition by exchange_id, base_asset_id, quote_asset_id, snapshot_id
+            order by api_timestamp desc nulls last
+        ) as duplicate_rank
+
+    from renamed
+
+),
+
+final as (
+
+    select
+        exchange_id,
+        base_asset_id,
+        quote_asset_id,
+        snapshot_id,
+        snapshot_ts,
+        snapshot_date,
+        base_symbol,
+        quote_symbol,
+        market_rank,
+        price_quote,
+        price_usd,
+        volume_usd_24h,
+        percent_exchange_volume,
+        trades_count_24h,
+        updated_at,
+        api_timestamp,
+        extra_fields_json
+
+    from deduplicated
+    where duplicate_rank = 1
+
+)
+
+select * from final

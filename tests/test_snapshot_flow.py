@@ -1,0 +1,135 @@
+"""The snapshot flow end to end (without dbt) against a faulty local CoinCap: exactly once, nothing lost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from flows.errors import AuthError, QuotaExhausted
+from flows.local_api import NATURAL_KEYS, Catalog, Faults, StubServer
+from flows.pipeline import snapshot_flow
+from flows.settings import use_settings
+from tests.conftest import API_KEY, fast_settings
+
+DATASETS = ("assets", "rates", "exchanges", "markets")
+
+
+def lake_rows(lake: Path, zone: str, dataset: str) -> list[dict]:
+    rows: list[dict] = []
+    for path in sorted((lake / zone / dataset).glob("dt=*/*.parquet")):
+        rows.extend(pq.read_table(path).to_pylist())
+    return rows
+
+
+def parquet_files(lake: Path) -> list[Path]:
+    return sorted(lake.rglob("*.parquet")) if lake.exists() else []
+
+
+@pytest.fixture
+def faulty_catalog() -> Catalog:
+    return Catalog.synthetic(n_assets=2300, n_exchanges=30, n_markets=6100, seed=21, invalid_fraction=0.03)
+
+
+def test_faulty_api_lands_every_valid_record_once_and_every_invalid_one_in_quarantine(
+    prefect_api, tmp_path, faulty_catalog
+):
+    faults = Faults(p_5xx=0.10, p_429=0.05, retry_after_s=0.02, p_drop=0.03, p_truncate=0.03,
+                    rank_shift=7, duplicate_rows=5, seed=8)  # fmt: skip
+    with StubServer(faulty_catalog, faults=faults, api_keys={API_KEY}) as stub:
+        settings = fast_settings(tmp_path / "data", stub.base_url, COINCAP_MAX_ATTEMPTS=10, COINCAP_PAGE_LIMIT=250)
+        use_settings(settings)
+        summary = snapshot_flow(snapshot_id="20261121T053000Z", transform=False)
+        first = {p.relative_to(settings.lake_dir): p.read_bytes() for p in parquet_files(settings.lake_dir)}
+
+        reports = {r.dataset: r for r in summary.reports}
+        for dataset in DATASETS:
+            records = faulty_catalog.records(dataset)
+            invalid = set(faulty_catalog.invalid_keys[dataset])
+            expected_valid = {
+                tuple(r[k] for k in NATURAL_KEYS[dataset]) for i, r in enumerate(records) if i not in invalid
+            }
+            landed = [tuple(r[k] for k in NATURAL_KEYS[dataset]) for r in lake_rows(settings.lake_dir, "coincap", dataset)]
+            assert len(landed) == len(set(landed)), f"{dataset}: duplicates landed"
+            assert set(landed) == expected_valid, f"{dataset}: lost or invented records"
+            quarantined = lake_rows(settings.lake_dir, "quarantine", dataset)
+            canon = lambda r: json.dumps(r, sort_keys=True, default=str)  # noqa: E731
+            assert sorted(canon(json.loads(q["record_json"])) for q in quarantined) == sorted(
+                canon(records[i]) for i in invalid
+            ), f"{dataset}: quarantine holds exactly the invalid records, raw"
+            assert len(quarantined) == len(invalid), f"{dataset}: quarantine count"
+            assert all(q["reason"] for q in quarantined)
+            assert reports[dataset].valid == len(expected_valid)
+            assert reports[dataset].quarantined == len(invalid)
+        injected = sum(n for code, n in stub.stats.statuses.items() if code >= 429) + stub.stats.drops
+        assert injected + stub.stats.truncations >= 3, "the faults really fired (each kind is pinned in test_coincap_client)"
+        assert sum(r.retries for r in summary.reports) > 0
+
+        # Same snapshot again (faults and all): the same objects, byte for byte in content, nothing added.
+        snapshot_flow(snapshot_id="20261121T053000Z", transform=False)
+        again = {p.relative_to(settings.lake_dir): p for p in parquet_files(settings.lake_dir)}
+        assert set(again) == set(first)
+        for rel, path in again.items():
+            assert pq.read_table(path).num_rows == pq.read_table(settings.lake_dir / rel).num_rows
+    use_settings(None)
+
+
+def test_invalid_parameters_are_refused_before_the_run(prefect_api, settings):
+    from prefect.exceptions import ParameterTypeError
+
+    with pytest.raises(ParameterTypeError):
+        snapshot_flow(snapshot_id="yesterday", transform=False)
+    with pytest.raises(ParameterTypeError):
+        snapshot_flow(datasets=["candles"], transform=False)
+
+
+@pytest.mark.parametrize(
+    ("faults", "error"),
+    [(Faults(quota_exhausted=True), QuotaExhausted), (Faults(quota_exhausted=True, quota_status=429), QuotaExhausted)],
+)
+def test_quota_exhausted_publishes_nothing(prefect_api, settings, stub, faults, error):
+    stub.faults = faults
+    with pytest.raises(error):
+        snapshot_flow(transform=False)
+    assert parquet_files(settings.lake_dir) == []
+    assert not any((settings.data_dir / "staging").glob("*")), "staged files are cleaned up"
+    assert stub.stats.total_requests == 4, "one call per dataset, never retried"
+
+
+def test_quota_running_out_mid_snapshot_publishes_nothing(prefect_api, settings, stub):
+    stub.faults = Faults(fail_first_n=0)
+    # markets pages after the first hit an exhausted quota; the other datasets succeed
+    original = stub.catalog
+    stub.faults.quota_exhausted = False
+
+    import flows.extract as extract
+
+    real = extract.validate_records
+    calls = {"n": 0}
+
+    def exhaust_after_first_markets_page(contract, records, **kw):
+        if contract.dataset == "markets":
+            calls["n"] += 1
+            if calls["n"] == 1:
+                stub.faults.quota_exhausted = True
+        return real(contract, records, **kw)
+
+    extract.validate_records = exhaust_after_first_markets_page
+    try:
+        with pytest.raises(QuotaExhausted):
+            snapshot_flow(transform=False)
+    finally:
+        extract.validate_records = real
+    assert stub.catalog is original
+    assert parquet_files(settings.lake_dir) == []
+
+
+def test_bad_key_fails_without_retries(prefect_api, tmp_path, stub):
+    use_settings(fast_settings(tmp_path / "d", stub.base_url, COINCAP_API_KEY="nope"))
+    with pytest.raises(AuthError):
+        snapshot_flow(transform=False)
+    assert stub.stats.total_requests == 4
+    assert parquet_files(tmp_path / "d" / "lake") == []
+    use_settings(None)
