@@ -43,7 +43,8 @@ class OutputFormat(StrEnum):
 
 
 DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="Lake and warehouse folder [env: PIPELINE_DATA_DIR; default ./data].")
+    Path | None,
+    typer.Option("--data-dir", help="Lake and warehouse folder [env: PIPELINE_DATA_DIR; default ./data]."),
 ]
 TargetOpt = Annotated[Target | None, typer.Option("--target", help="local or gcp [env: PIPELINE_TARGET].")]
 
@@ -57,7 +58,9 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = first.get("loc", ["?"])[0]
-        raise ConfigError(f"Invalid setting {name}: {first.get('msg')}.", "Fix the environment variable or flag.") from None
+        raise ConfigError(
+            f"Invalid setting {name}: {first.get('msg')}.", "Fix the environment variable or flag."
+        ) from None
 
 
 @contextlib.contextmanager
@@ -129,7 +132,9 @@ def _print_summary(summary: Any) -> None:
     out.print(table)
     for r in summary.reports:
         if r.new_fields:
-            out.print(f"[yellow]new fields from CoinCap in {r.dataset}[/]: {', '.join(r.new_fields)} (kept in extra_fields)")
+            out.print(
+                f"[yellow]new fields from CoinCap in {r.dataset}[/]: {', '.join(r.new_fields)} (kept in extra_fields)"
+            )
     out.print(f"lake:      {summary.lake_uri}")
     out.print(f"warehouse: {summary.warehouse_uri}")
     if totals["quarantined"]:
@@ -142,7 +147,7 @@ def _print_summary(summary: Any) -> None:
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="SQL to run, e.g. \"select * from main_marts.dim_assets limit 5\".")],
+    query: Annotated[str, typer.Argument(help='SQL to run, e.g. "select * from main_marts.dim_assets limit 5".')],
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json.")] = OutputFormat.table,
     limit: Annotated[int, typer.Option(help="Show at most this many rows in table format.")] = 50,
     data_dir: DataDirOpt = None,
@@ -166,6 +171,36 @@ def sql(
         out.print(table)
         more = f", showing {limit}" if len(rows) > limit else ""
         out.print(f"{len(rows):,} row{'s' if len(rows) != 1 else ''}{more}")
+
+
+@app.command()
+def benchmark(
+    markets: Annotated[
+        list[int] | None, typer.Option("--markets", "-m", help="Market counts to serve (repeatable).")
+    ] = None,
+    assets: Annotated[int, typer.Option(help="Assets to serve.")] = 3000,
+    dbt: Annotated[bool, typer.Option("--dbt/--no-dbt", help="Also time the dbt build.")] = True,
+) -> None:
+    """Serve synthetic snapshots locally and report records/s, seconds per stage, credits and peak memory."""
+    from flows.benchmark import machine, run_sizes
+
+    sizes = markets or [10_000, 100_000]
+    err.print(f"benchmarking {', '.join(f'{m:,}' for m in sizes)} markets + {assets:,} assets on {machine()}")
+    results = run_sizes(sizes, assets, dbt)
+    table = Table(title="locally served snapshot → lake → marts", title_justify="left")
+    for name in ("markets", "assets", "records", "calls", "credits", "extract s", "records/min", "dbt s",
+                 "RSS extract", "RSS total"):  # fmt: skip
+        table.add_column(name, justify="right")
+    for r in results:
+        table.add_row(
+            f"{r.markets:,}", f"{r.assets:,}", f"{r.records:,}", f"{r.calls:,}", f"{r.credits:,}",
+            f"{r.extract_s:.2f}", f"{r.records_per_s * 60:,.0f}", "" if r.dbt_s is None else f"{r.dbt_s:.1f}",
+            f"{r.peak_rss_extract_mib:,.0f} MiB", f"{r.peak_rss_mib:,.0f} MiB",
+        )  # fmt: skip
+    out.print(table)
+    out.print("extract s = fetch + parse + validate every record + write Parquet, all four datasets, one process;")
+    out.print("RSS extract = peak before dbt; RSS total = peak including the in-process dbt build.")
+    out.print(f"machine: {machine()}")
 
 
 def main() -> None:

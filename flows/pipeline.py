@@ -20,15 +20,16 @@ from prefect.states import State
 from pydantic import Field
 
 from flows.coincap.endpoints import DATASETS
+from flows.contracts.datasets import CONTRACTS
 from flows.errors import ApiUnavailable, PipelineError, StorageError
 from flows.extract import DatasetReport, StagedFiles, extract_dataset
-from flows.contracts.datasets import CONTRACTS
 from flows.lake.factory import lake_storage
 from flows.lake.parquet import ensure_readable
-from flows.settings import Settings, current_settings
+from flows.settings import current_settings
 from flows.snapshot_id import PATTERN, Snapshot
 from flows.transform import DbtOutcome, run_dbt
 from flows.warehouse.factory import warehouse
+
 
 class _ThreadTimeoutNotice(logging.Filter):
     """Drop Prefect's per-task notice that timeouts in worker threads act between blocking calls.
@@ -191,7 +192,12 @@ def _failure_row(dataset: str, snapshot_id: str, run_id: str | None, exc: BaseEx
 
 
 def _step_row(
-    step: str, snapshot_id: str, run_id: str | None, status: str, seconds: float | None, exc: BaseException | None
+    step: str,
+    snapshot_id: str,
+    run_id: str | None,
+    status: str,
+    seconds: float | None,
+    exc: BaseException | None,
 ) -> dict[str, Any]:
     from datetime import UTC, datetime
 
@@ -236,4 +242,3 @@ markets_flow = _dataset_flow("markets")
 def transform_flow(full_refresh: bool = False) -> DbtOutcome:
     """Build and test the marts from what is in the lake."""
     return dbt_task(full_refresh)
-

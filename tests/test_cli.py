@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.local_api import Faults, StubServer
+from flows.local_api import Faults
 from tests.conftest import API_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,11 @@ def env(prefect_api, tmp_path):
 
 
 def test_bad_key(env, stub, tmp_path):
-    result = cli(["run", "--no-transform"], {**env, "COINCAP_API_KEY": "wrong", "COINCAP_API_BASE_URL": stub.base_url}, tmp_path)
+    result = cli(
+        ["run", "--no-transform"],
+        {**env, "COINCAP_API_KEY": "wrong", "COINCAP_API_BASE_URL": stub.base_url},
+        tmp_path,
+    )
     assert result.returncode == 3
     assert "rejected the API key" in error_line(result) and "COINCAP_API_KEY" in error_line(result)
     assert no_lake_files(tmp_path / "data")
@@ -56,7 +60,11 @@ def test_bad_key(env, stub, tmp_path):
 
 def test_exhausted_quota(env, stub, tmp_path):
     stub.faults = Faults(quota_exhausted=True)
-    result = cli(["run", "--no-transform"], {**env, "COINCAP_API_KEY": API_KEY, "COINCAP_API_BASE_URL": stub.base_url}, tmp_path)
+    result = cli(
+        ["run", "--no-transform"],
+        {**env, "COINCAP_API_KEY": API_KEY, "COINCAP_API_BASE_URL": stub.base_url},
+        tmp_path,
+    )
     assert result.returncode == 3
     assert "quota exhausted" in error_line(result)
     assert stub.stats.total_requests == 4
@@ -67,7 +75,11 @@ def test_unreachable_host(env, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    result = cli(["run", "--no-transform"], {**env, "COINCAP_API_KEY": "k", "COINCAP_API_BASE_URL": f"http://127.0.0.1:{port}/v3"}, tmp_path)
+    result = cli(
+        ["run", "--no-transform"],
+        {**env, "COINCAP_API_KEY": "k", "COINCAP_API_BASE_URL": f"http://127.0.0.1:{port}/v3"},
+        tmp_path,
+    )
     assert result.returncode == 3
     assert "cannot connect" in error_line(result) and "COINCAP_API_BASE_URL" in error_line(result)
     assert no_lake_files(tmp_path / "data")
@@ -75,7 +87,11 @@ def test_unreachable_host(env, tmp_path):
 
 def test_wrong_base_url(env, stub, tmp_path):
     wrong = stub.base_url.removesuffix("/v3") + "/api/v2"
-    result = cli(["run", "--no-transform"], {**env, "COINCAP_API_KEY": API_KEY, "COINCAP_API_BASE_URL": wrong}, tmp_path)
+    result = cli(
+        ["run", "--no-transform"],
+        {**env, "COINCAP_API_KEY": API_KEY, "COINCAP_API_BASE_URL": wrong},
+        tmp_path,
+    )
     assert result.returncode == 3
     assert "404" in error_line(result) and "COINCAP_API_BASE_URL" in error_line(result)
     assert no_lake_files(tmp_path / "data")

@@ -163,8 +163,7 @@ def test_snapshot_facts_keep_coincap_numbers_exactly(scenario: Scenario) -> None
     record = next(a for a in snapshot.assets if a["id"] == "bitcoin")
     with _connect(scenario.incremental) as con:
         price, market_cap = con.execute(
-            "select price_usd, market_cap_usd from fct_asset_snapshots"
-            " where asset_id = ? and snapshot_id = ?",
+            "select price_usd, market_cap_usd from fct_asset_snapshots where asset_id = ? and snapshot_id = ?",
             ["bitcoin", snapshot.snapshot_id],
         ).fetchone()
         updated = dict(con.sql("select exchange_id, updated_at from dim_exchanges").fetchall())

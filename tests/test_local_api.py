@@ -63,8 +63,7 @@ def test_demo_catalog_is_small_v3_shaped_and_consistent() -> None:
     quote_ids = asset_ids | {r["id"] for r in demo.rates}
     exchange_ids = {e["exchangeId"] for e in demo.exchanges}
     assert demo.markets and all(
-        m["exchangeId"] in exchange_ids and m["baseId"] in asset_ids and m["quoteId"] in quote_ids
-        for m in demo.markets
+        m["exchangeId"] in exchange_ids and m["baseId"] in asset_ids and m["quoteId"] in quote_ids for m in demo.markets
     )
     assert {"priceUsd", "time", "date"} == set(demo.history["bitcoin"][0])
 
@@ -91,9 +90,7 @@ def test_synthetic_is_deterministic_fast_and_realistic() -> None:
 
 def _valid(dataset: str, record: dict[str, Any]) -> bool:
     """What a contract would check: keys present, numbers numeric and not negative, rank an integer."""
-    numeric = {"assets": "priceUsd", "rates": "rateUsd", "exchanges": "volumeUsd", "markets": "priceUsd"}[
-        dataset
-    ]
+    numeric = {"assets": "priceUsd", "rates": "rateUsd", "exchanges": "volumeUsd", "markets": "priceUsd"}[dataset]
     if any(not isinstance(record.get(k), str) for k in NATURAL_KEYS[dataset]):
         return False
     if "rank" in record and not str(record["rank"]).isdigit():
@@ -142,9 +139,7 @@ def test_listing_detail_and_errors(catalog: Catalog, session: requests.Session) 
 
         exchange_id = catalog.exchanges[0]["exchangeId"]
         rows = paginate(session, f"{base}/markets", 2000, exchangeId=exchange_id, quoteSymbol="usdt")
-        assert rows == [
-            m for m in catalog.markets if m["exchangeId"] == exchange_id and m["quoteId"] == "tether"
-        ]
+        assert rows == [m for m in catalog.markets if m["exchangeId"] == exchange_id and m["quoteId"] == "tether"]
         rows = paginate(session, f"{base}/markets", 2000, assetId="tether")
         assert len(rows) == sum("tether" in (m["baseId"], m["quoteId"]) for m in catalog.markets)
         asset_markets = session.get(f"{base}/assets/bitcoin/markets", timeout=TIMEOUT).json()["data"]
@@ -179,9 +174,7 @@ def test_history_interval_and_start_end(catalog: Catalog, session: requests.Sess
         for params in ({}, {"interval": "w1"}, {"interval": "h1", "start": start}):
             r = session.get(url, params=params, timeout=TIMEOUT)
             assert (r.status_code, r.json()) == (400, {"error": "Invalid query parameters"})
-        r = session.get(
-            f"{srv.base_url}/assets/gone-coin/history", params={"interval": "d1"}, timeout=TIMEOUT
-        )
+        r = session.get(f"{srv.base_url}/assets/gone-coin/history", params={"interval": "d1"}, timeout=TIMEOUT)
         assert (r.status_code, r.json()) == (404, {"error": "Asset history not found"})
 
 
@@ -296,9 +289,7 @@ def test_garbage_and_deprecated_bodies(catalog: Catalog, session: requests.Sessi
             r.json()
         srv.faults = Faults(deprecated=True)
         r = session.get(f"{srv.base_url}/assets", timeout=TIMEOUT)
-        assert r.status_code == 200 and r.json()["data"]["message"].startswith(
-            "We are deprecating this version"
-        )
+        assert r.status_code == 200 and r.json()["data"]["message"].startswith("We are deprecating this version")
         assert isinstance(r.json()["timestamp"], int)
 
 

@@ -51,7 +51,9 @@ def test_faulty_api_lands_every_valid_record_once_and_every_invalid_one_in_quara
             expected_valid = {
                 tuple(r[k] for k in NATURAL_KEYS[dataset]) for i, r in enumerate(records) if i not in invalid
             }
-            landed = [tuple(r[k] for k in NATURAL_KEYS[dataset]) for r in lake_rows(settings.lake_dir, "coincap", dataset)]
+            landed = [
+                tuple(r[k] for k in NATURAL_KEYS[dataset]) for r in lake_rows(settings.lake_dir, "coincap", dataset)
+            ]
             assert len(landed) == len(set(landed)), f"{dataset}: duplicates landed"
             assert set(landed) == expected_valid, f"{dataset}: lost or invented records"
             quarantined = lake_rows(settings.lake_dir, "quarantine", dataset)
@@ -64,7 +66,9 @@ def test_faulty_api_lands_every_valid_record_once_and_every_invalid_one_in_quara
             assert reports[dataset].valid == len(expected_valid)
             assert reports[dataset].quarantined == len(invalid)
         injected = sum(n for code, n in stub.stats.statuses.items() if code >= 429) + stub.stats.drops
-        assert injected + stub.stats.truncations >= 3, "the faults really fired (each kind is pinned in test_coincap_client)"
+        assert injected + stub.stats.truncations >= 3, (
+            "the faults really fired (each kind is pinned in test_coincap_client)"
+        )
         assert sum(r.retries for r in summary.reports) > 0
 
         # Same snapshot again (faults and all): the same objects, byte for byte in content, nothing added.
@@ -87,7 +91,10 @@ def test_invalid_parameters_are_refused_before_the_run(prefect_api, settings):
 
 @pytest.mark.parametrize(
     ("faults", "error"),
-    [(Faults(quota_exhausted=True), QuotaExhausted), (Faults(quota_exhausted=True, quota_status=429), QuotaExhausted)],
+    [
+        (Faults(quota_exhausted=True), QuotaExhausted),
+        (Faults(quota_exhausted=True, quota_status=429), QuotaExhausted),
+    ],
 )
 def test_quota_exhausted_publishes_nothing(prefect_api, settings, stub, faults, error):
     stub.faults = faults

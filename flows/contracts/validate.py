@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import pandas as pd
@@ -62,7 +62,7 @@ class ValidationResult:
         return self.quarantine.num_rows
 
 
-@lru_cache(maxsize=None)
+@cache
 def pandera_schema(contract: Contract) -> pa_schema.DataFrameSchema:
     """The Pandera schema of a contract, over the parsed (Arrow-backed) frame."""
     columns = {}
@@ -308,9 +308,14 @@ _SLOW = {
 
 
 def _json_type(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+    }.get(type(value), type(value).__name__)
 
 
 # ---------------------------------------------------------------------------------------------- checks

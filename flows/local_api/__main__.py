@@ -75,9 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        server = StubServer(
-            catalog, faults=faults, api_keys=args.api_key, port=args.port, keep_served_records=False
-        )
+        server = StubServer(catalog, faults=faults, api_keys=args.api_key, port=args.port, keep_served_records=False)
     except OSError as exc:
         print(
             f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); pass --port 0 for any free port",

@@ -179,9 +179,7 @@ _KNOWN_EXCHANGES: tuple[tuple[str, str, str], ...] = (
     ("gemini", "Gemini", "https://gemini.com/"),
     ("poloniex", "Poloniex", "https://poloniex.com/"),
 )
-_SYLLABLE_TEXT = (
-    "ka zen lo mir ta vex no qua ri sol dra pix um bel cor fin gal hex io jet lum mo nex or pra quo"
-)
+_SYLLABLE_TEXT = "ka zen lo mir ta vex no qua ri sol dra pix um bel cor fin gal hex io jet lum mo nex or pra quo"
 _SYLLABLES = tuple((_SYLLABLE_TEXT + " ryn sy tor vo wex xa yul zor ae bit chi del").split())
 _WORD_SUFFIXES = (" Network", " Protocol", " Token", " Finance", " Chain", " Coin", " AI", " Swap", " DAO")
 # empty suffixes repeated: most names are a single word
@@ -410,11 +408,7 @@ class _SyntheticBuilder:
             (q, assets[asset_pos[q]]["symbol"], float(assets[asset_pos[q]]["priceUsd"]), asset_pos[q])
             for q in _QUOTE_ASSETS
             if q in asset_pos
-        ] + [
-            (q, rate_by_id[q]["symbol"], float(rate_by_id[q]["rateUsd"]), -1)
-            for q in _QUOTE_FIAT
-            if q in rate_by_id
-        ]
+        ] + [(q, rate_by_id[q]["symbol"], float(rate_by_id[q]["rateUsd"]), -1) for q in _QUOTE_FIAT if q in rate_by_id]
         n_bases = len(assets) - 1  # a market never quotes an asset in itself
         n_quotes = len(quotes)
         top_weight = max(w for w, _ in active)
@@ -517,8 +511,7 @@ class _SyntheticBuilder:
                 walk.append(walk[-1] / math.exp(rng.gauss(0, 0.004)))
             walk.reverse()
             history[asset["id"]] = [
-                {"priceUsd": _dec(p), "time": start + h * _HOUR_MS, "date": dates[h]}
-                for h, p in enumerate(walk)
+                {"priceUsd": _dec(p), "time": start + h * _HOUR_MS, "date": dates[h]} for h, p in enumerate(walk)
             ]
         return history
 

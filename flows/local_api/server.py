@@ -517,9 +517,7 @@ class StubServer(ThreadingHTTPServer):
         if position is None:
             raise _Reject(404, not_found)
         record = self._index.catalog.records(dataset)[position]
-        return _Reply(
-            200, _envelope(self._index.encoded(dataset, [position])[0]), dataset=dataset, records=[record]
-        )
+        return _Reply(200, _envelope(self._index.encoded(dataset, [position])[0]), dataset=dataset, records=[record])
 
     def _asset_markets(self, slug: str, query: dict[str, str]) -> _Reply:
         limit, offset = _paging(query, DEFAULT_LIMITS["asset_markets"])
