@@ -12,6 +12,7 @@ from flows.errors import AuthError, QuotaExhausted
 from flows.local_api import NATURAL_KEYS, Catalog, Faults, StubServer
 from flows.pipeline import snapshot_flow
 from flows.settings import use_settings
+from flows.warehouse.local_duckdb import LocalWarehouse
 from tests.conftest import API_KEY, fast_settings
 
 DATASETS = ("assets", "rates", "exchanges", "markets")
@@ -139,4 +140,43 @@ def test_bad_key_fails_without_retries(prefect_api, tmp_path, stub):
         snapshot_flow(transform=False)
     assert stub.stats.total_requests == 4
     assert parquet_files(tmp_path / "d" / "lake") == []
+    use_settings(None)
+
+
+def test_faulty_snapshot_reaches_the_marts_exactly_once_and_a_rerun_changes_no_count(prefect_api, tmp_path):
+    catalog = Catalog.synthetic(n_assets=600, n_exchanges=25, n_markets=3000, seed=4, invalid_fraction=0.03)
+    faults = Faults(p_5xx=0.10, p_429=0.05, retry_after_s=0.02, p_drop=0.03, p_truncate=0.03, rank_shift=3, seed=2)
+    with StubServer(catalog, faults=faults, api_keys={API_KEY}) as stub:
+        settings = fast_settings(tmp_path / "data", stub.base_url, COINCAP_MAX_ATTEMPTS=10, COINCAP_PAGE_LIMIT=500)
+        use_settings(settings)
+        summary = snapshot_flow(snapshot_id="20261121T060000Z")
+        assert summary.dbt is not None and summary.dbt.ok
+        warehouse = LocalWarehouse(settings.duckdb_path)
+
+        def counts() -> dict[str, int]:
+            sql = {
+                "assets": "select count(distinct asset_id), count(*) from marts.fct_asset_snapshots",
+                "markets": "select count(distinct (exchange_id, base_asset_id, quote_asset_id)), count(*) "
+                "from marts.fct_market_snapshots",
+                "rates": "select count(distinct rate_id), count(*) from marts.fct_rates",
+                "exchanges": "select count(distinct exchange_id), count(*) from marts.dim_exchanges",
+                "daily": "select count(distinct asset_id), count(*) from marts.fct_asset_daily",
+            }
+            result = {}
+            for name, query in sql.items():
+                (distinct, total), *_ = warehouse.query(query)[1]
+                assert distinct == total, f"{name}: duplicates in the marts"
+                result[name] = total
+            return result
+
+        first = counts()
+        for dataset in DATASETS:
+            expected = len(catalog.records(dataset)) - len(catalog.invalid_keys[dataset])
+            assert first[dataset] == expected, dataset
+        assert first["daily"] == first["assets"]
+
+        snapshot_flow(snapshot_id="20261121T060000Z")
+        assert counts() == first
+        _, runs = warehouse.query("select step, status from ops.pipeline_runs order by recorded_at")
+        assert runs.count(("dbt", "completed")) == 2 and runs.count(("markets", "completed")) == 2
     use_settings(None)

@@ -59,6 +59,10 @@ class LocalWarehouse:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.ConnectionException:
+            # dbt-duckdb keeps its read-write connection open in this process after a build, and DuckDB
+            # then refuses a second one with a different configuration: share its configuration instead.
+            con = duckdb.connect(str(self.path))
         except duckdb.IOException as exc:
             raise PipelineError(
                 f"Cannot open the warehouse {self.path} ({str(exc).splitlines()[0]}).",

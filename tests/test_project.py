@@ -1,0 +1,67 @@
+"""The project's promises to a new user: README's two commands, CI running the same, deployments that resolve."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    quick_start = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    before_prose = quick_start.split("The first command", 1)[0]
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", before_prose, re.S)]
+
+
+def test_readme_starts_with_exactly_two_commands_run_then_test():
+    commands = readme_commands()
+    assert len(commands) == 2 and all("\n" not in c for c in commands)
+    run, test = commands
+    assert run.endswith("coincap-pipeline run") and "requirements.lock" in run
+    assert "pytest" in test and "requirements-dev.lock" in test
+    text = (ROOT / "README.md").read_text()
+    assert text.index("\n## ") == text.index("\n## Quick start"), "Quick start is the README's first section"
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert readme_commands()[1] in ci.splitlines()
+
+
+def test_console_script_and_locks_cover_declared_dependencies():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["coincap-pipeline"] == "flows.cli:main"
+    for lock, deps in (("requirements.lock", project["dependencies"]),
+                       ("requirements-dev.lock", project["dependencies"] + project["optional-dependencies"]["dev"])):  # fmt: skip
+        pinned = {
+            line.split("==")[0].lower().replace("_", "-")
+            for line in (ROOT / lock).read_text().splitlines()
+            if "==" in line
+        }
+        for dep in deps:
+            name = re.split(r"[<>=!\[ ]", dep, maxsplit=1)[0].lower().replace("_", "-")
+            assert name in pinned, f"{name} is not pinned in {lock}"
+
+
+def test_design_card_top_level_exists():
+    for name in ("flows", "terraform", "dbt", "looker", "deployments", "prefect.yaml", "pyproject.toml", "tests",
+                 "README.md"):  # fmt: skip
+        assert (ROOT / name).exists(), name
+
+
+def test_prefect_yaml_entrypoints_resolve_to_flows():
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    assert config["deployments"]
+    for deployment in config["deployments"]:
+        path, name = deployment["entrypoint"].split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        flow = getattr(module, name)
+        assert hasattr(flow, "deploy"), f"{deployment['name']}: {name} is not a Prefect flow"
+        for param in deployment.get("parameters", {}):
+            assert param in flow.parameters.properties, f"{deployment['name']}: unknown parameter {param}"
