@@ -31,18 +31,26 @@ from flows.transform import DbtOutcome, run_dbt
 from flows.warehouse.factory import warehouse
 
 
-class _ThreadTimeoutNotice(logging.Filter):
-    """Drop Prefect's per-task notice that timeouts in worker threads act between blocking calls.
+class _QuietKnownFailures(logging.Filter):
+    """Keep Prefect's run logs readable.
 
-    Known and accepted: every HTTP call has its own connect/read timeout, so a task timeout only needs to
-    act between pages, which is what it does. The notice would otherwise repeat for every task of every run.
+    - A `PipelineError` already says what happened and what to do in one line: log it without a traceback.
+    - Drop Prefect's per-task notice that timeouts in worker threads act between blocking calls. Known and
+      accepted: every HTTP call has its own connect/read timeout, so a task timeout only needs to act between
+      pages, which is what it does.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Timeout of %s seconds configured for this task")
+        if str(record.msg).startswith("Timeout of %s seconds configured for this task"):
+            return False
+        if record.exc_info and isinstance(record.exc_info[1], PipelineError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
-logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
+for _name in ("prefect.task_runs", "prefect.flow_runs"):
+    logging.getLogger(_name).addFilter(_QuietKnownFailures())
 
 Dataset = Literal["assets", "rates", "exchanges", "markets"]
 SnapshotId = Annotated[str, Field(pattern=PATTERN, description="UTC snapshot id like 20261121T053000Z")]

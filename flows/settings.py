@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     markets_exchange_ids: list[str] = Field(default_factory=list, alias="COINCAP_MARKETS_EXCHANGES")
     markets_quote_ids: list[str] = Field(default_factory=list, alias="COINCAP_MARKETS_QUOTES")
 
+    # Google Cloud target. Credentials are Application Default Credentials, never settings.
+    gcp_project: str | None = Field(default=None, alias="GCP_PROJECT_ID")
+    gcs_bucket: str | None = Field(default=None, alias="GCS_BUCKET")
+    bq_location: str = Field(default="US", alias="BQ_LOCATION")
+    bq_dataset_prefix: str = Field(default="coincap_", alias="BQ_DATASET_PREFIX")
+    bq_api_endpoint: str | None = Field(default=None, alias="BQ_API_ENDPOINT")  # an emulator, in tests
+    api_key_secret: str = Field(default="coincap-api-key", alias="COINCAP_API_KEY_SECRET")
+    work_pool: str = Field(default="coincap-cloud-run", alias="PIPELINE_WORK_POOL")
+
     dbt_threads: int = Field(default=2, ge=1, alias="PIPELINE_DBT_THREADS")
     dbt_project_dir: Path | None = Field(default=None, alias="PIPELINE_DBT_PROJECT_DIR")
 
@@ -71,6 +80,10 @@ class Settings(BaseSettings):
     def duckdb_path(self) -> Path:
         """The local warehouse file."""
         return self.data_dir.resolve() / "warehouse.duckdb"
+
+    def bq_dataset(self, layer: str) -> str:
+        """BigQuery dataset of a layer (`raw`, `staging`, `marts`, `ops`), e.g. `coincap_marts`."""
+        return f"{self.bq_dataset_prefix}{layer}"
 
     @property
     def api_key_value(self) -> str | None:

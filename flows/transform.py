@@ -7,6 +7,7 @@ is the one place that sets them, from `Settings`.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ def run_dbt(settings: Settings, command: str = "build", *extra: str, raise_on_fa
         "--log-path", str(work / "logs"),
         "--log-level", "warn",
         "--log-level-file", "info",
+        *([] if sys.stdout.isatty() else ["--no-use-colors"]),
         *extra,
     ]  # fmt: skip
     started = time.perf_counter()
