@@ -37,8 +37,8 @@ def test_ci_runs_the_readme_test_command_verbatim():
 def test_console_script_and_locks_cover_declared_dependencies():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["coincap-pipeline"] == "flows.cli:main"
-    for lock, deps in (("requirements.lock", project["dependencies"]),
-                       ("requirements-dev.lock", project["dependencies"] + project["optional-dependencies"]["dev"])):  # fmt: skip
+    dev = project["dependencies"] + project["optional-dependencies"]["dev"]
+    for lock, deps in (("requirements.lock", project["dependencies"]), ("requirements-dev.lock", dev)):
         pinned = {
             line.split("==")[0].lower().replace("_", "-")
             for line in (ROOT / lock).read_text().splitlines()
