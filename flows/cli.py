@@ -174,6 +174,32 @@ def sql(
 
 
 @app.command()
+def preflight(data_dir: DataDirOpt = None) -> None:
+    """Check that everything the gcp target needs exists and is reachable, and dry-run the marts' SQL.
+
+    Prints one line per problem with how to fix it; exits non-zero when there is any.
+    """
+    from google.auth.exceptions import DefaultCredentialsError
+
+    from flows.preflight import problems, run_preflight
+
+    settings = load_settings(data_dir=data_dir, target=Target.gcp)
+    try:
+        findings = run_preflight(settings)
+    except DefaultCredentialsError:
+        raise ConfigError(
+            "No Google credentials found.", "Run `gcloud auth application-default login` (or set them up on the runner)."
+        ) from None
+    for finding in findings:
+        mark = "[green]ok[/]  " if finding.ok else "[red]FAIL[/]"
+        out.print(f"{mark} {finding.line()}", highlight=False)
+    bad = problems(findings)
+    if bad:
+        raise PipelineError(f"Preflight found {len(bad)} problem{'s' if len(bad) > 1 else ''}.", "Fix the FAIL lines above.")
+    out.print("[green]ready:[/] `prefect --no-prompt deploy --all` next.")
+
+
+@app.command()
 def benchmark(
     markets: Annotated[
         list[int] | None, typer.Option("--markets", "-m", help="Market counts to serve (repeatable).")

@@ -1,0 +1,256 @@
+"""Preflight for the gcp target: does everything the pipeline needs exist, and can these credentials reach it?
+
+Each check returns findings; a problem is one line saying what is missing and how to fix it. Clients are
+injectable so the checks run against local stand-ins (fake-gcs-server, the BigQuery emulator, a local Prefect
+server) exactly as they run against Google Cloud.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flows.contracts.datasets import CONTRACTS
+from flows.settings import Settings, Target
+
+TERRAFORM = "run `terraform apply` in terraform/envs/prod"
+LAYERS = ("raw", "staging", "marts", "ops")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check's outcome: `ok`, what was found, and (when not ok) how to fix it."""
+
+    check: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        return f"{self.check}: {self.detail}" + (f". Fix: {self.fix}." if self.fix and not self.ok else "")
+
+
+def _problem(check: str, detail: str, fix: str) -> Finding:
+    return Finding(check, False, detail, fix)
+
+
+def check_settings(settings: Settings) -> list[Finding]:
+    """The configuration the gcp target cannot run without."""
+    findings = []
+    if settings.target is not Target.gcp:
+        findings.append(_problem("target", f"PIPELINE_TARGET is {settings.target.value}", "set PIPELINE_TARGET=gcp"))
+    for name, value in (("GCP_PROJECT_ID", settings.gcp_project), ("GCS_BUCKET", settings.gcs_bucket)):
+        if not value:
+            findings.append(_problem("settings", f"{name} is not set", f"set {name} (a Terraform output)"))
+    if not findings:
+        findings.append(Finding("settings", True, f"project {settings.gcp_project}, bucket {settings.gcs_bucket}"))
+    return findings
+
+
+def check_bucket(settings: Settings, client: Any) -> list[Finding]:
+    """The lake bucket exists and these credentials can list and write objects in it."""
+    from google.api_core import exceptions as gexc
+
+    name = settings.gcs_bucket
+    try:
+        bucket = client.lookup_bucket(name)
+        if bucket is None:
+            return [_problem("bucket", f"gs://{name} does not exist", f"{TERRAFORM}, or set GCS_BUCKET")]
+        list(client.list_blobs(name, max_results=1))
+    except gexc.Forbidden:
+        return [_problem("bucket", f"no access to gs://{name}",
+                         "grant roles/storage.objectAdmin on the bucket to the runtime service account")]  # fmt: skip
+    except gexc.GoogleAPICallError as exc:
+        return [_problem("bucket", f"gs://{name} unreachable ({_short(exc)})", "check credentials and network")]
+    return [Finding("bucket", True, f"gs://{name} reachable")]
+
+
+def check_datasets(settings: Settings, client: Any) -> list[Finding]:
+    """The four BigQuery datasets exist."""
+    from google.api_core import exceptions as gexc
+
+    findings = []
+    for layer in LAYERS:
+        dataset = f"{settings.gcp_project}.{settings.bq_dataset(layer)}"
+        try:
+            client.get_dataset(dataset)
+            findings.append(Finding("dataset", True, f"{dataset} exists"))
+        except gexc.NotFound:
+            findings.append(_problem("dataset", f"BigQuery dataset {dataset} is missing", TERRAFORM))
+        except gexc.Forbidden:
+            findings.append(_problem("dataset", f"no access to {dataset}",
+                                     "grant roles/bigquery.dataEditor on it to the runtime service account"))  # fmt: skip
+    return findings
+
+
+def check_external_tables(settings: Settings, client: Any) -> list[Finding]:
+    """One external table per dataset over the bucket, with the contract's columns."""
+    from google.api_core import exceptions as gexc
+
+    findings = []
+    for name, contract in CONTRACTS.items():
+        table_id = f"{settings.gcp_project}.{settings.bq_dataset('raw')}.{name}"
+        try:
+            table = client.get_table(table_id)
+        except gexc.NotFound:
+            findings.append(_problem("external table", f"{table_id} is missing", TERRAFORM))
+            continue
+        except gexc.GoogleAPICallError as exc:
+            findings.append(_problem("external table", f"{table_id}: {_short(exc)}", "check credentials"))
+            continue
+        columns = {field.name for field in table.schema or []}
+        missing = [c for c in contract.arrow_schema().names if c not in columns]
+        if missing:
+            findings.append(_problem("external table", f"{table_id} lacks columns {', '.join(missing)}",
+                                     f"{TERRAFORM} (its schemas come from the contracts)"))  # fmt: skip
+        else:
+            findings.append(Finding("external table", True, f"{table_id} matches the {name} contract"))
+    return findings
+
+
+def check_secret(settings: Settings, client: Any) -> list[Finding]:
+    """The CoinCap key secret exists and has a value (set out of band)."""
+    from google.api_core import exceptions as gexc
+
+    name = f"projects/{settings.gcp_project}/secrets/{settings.api_key_secret}"
+    try:
+        client.get_secret(name=name)
+    except gexc.NotFound:
+        return [_problem("secret", f"secret {settings.api_key_secret} is missing", TERRAFORM)]
+    except gexc.GoogleAPICallError as exc:
+        return [_problem("secret", f"secret {settings.api_key_secret}: {_short(exc)}",
+                         "grant roles/secretmanager.secretAccessor on it")]  # fmt: skip
+    try:
+        client.get_secret_version(name=f"{name}/versions/latest")
+    except (gexc.NotFound, gexc.FailedPrecondition):
+        return [_problem("secret", f"secret {settings.api_key_secret} has no value yet",
+                         f"printf %s \"$COINCAP_API_KEY\" | gcloud secrets versions add {settings.api_key_secret} "
+                         "--data-file=-")]  # fmt: skip
+    return [Finding("secret", True, f"{settings.api_key_secret} has a value")]
+
+
+def check_work_pool(settings: Settings, read_work_pool: Callable[[str], Any] | None = None) -> list[Finding]:
+    """The Prefect work pool the deployments target exists on the configured Prefect API."""
+    reader = read_work_pool or _prefect_work_pool_reader()
+    try:
+        pool = reader(settings.work_pool)
+    except LookupError:
+        return [_problem("work pool", f"Prefect work pool {settings.work_pool} is missing",
+                         f"{TERRAFORM} (it creates the pool), or set PIPELINE_WORK_POOL")]  # fmt: skip
+    except Exception as exc:  # an unreachable Prefect API has many shapes
+        return [_problem("work pool", f"Prefect API unreachable ({_short(exc)})",
+                         "run `prefect cloud login` or set PREFECT_API_URL")]  # fmt: skip
+    kind = getattr(pool, "type", "?")
+    return [Finding("work pool", True, f"{settings.work_pool} ({kind})")]
+
+
+def _prefect_work_pool_reader() -> Callable[[str], Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    def read(name: str) -> Any:
+        with get_client(sync_client=True) as client:
+            try:
+                return client.read_work_pool(name)
+            except ObjectNotFound:
+                raise LookupError(name) from None
+
+    return read
+
+
+def check_marts_sql(settings: Settings, client: Any, statements: dict[str, str]) -> list[Finding]:
+    """Dry-run every mart's compiled SQL: it must parse, and every table it reads must be reachable."""
+    from google.api_core import exceptions as gexc
+    from google.cloud import bigquery
+
+    if not statements:
+        return [_problem("marts SQL", "no compiled models found", "run `coincap-pipeline preflight` from a checkout")]
+    findings = []
+    total = 0
+    config = bigquery.QueryJobConfig(dry_run=True, use_query_cache=False)
+    for model, sql in sorted(statements.items()):
+        try:
+            job = client.query(sql, job_config=config)
+            total += job.total_bytes_processed or 0
+        except gexc.GoogleAPICallError as exc:
+            findings.append(_problem("marts SQL", f"{model} does not dry-run ({_short(exc)})",
+                                     "fix the model or create what it reads")) # fmt: skip
+    if not findings:
+        findings.append(Finding("marts SQL", True, f"{len(statements)} models dry-run, {total / 1e9:.2f} GB to scan"))
+    return findings
+
+
+def compiled_marts(settings: Settings) -> dict[str, str]:
+    """Compile the dbt project for the gcp target and return each model's SQL (needs credentials)."""
+    from flows.transform import run_dbt
+
+    run_dbt(settings, "compile", "--select", "marts")
+    manifest = settings.data_dir.resolve() / "dbt" / "target" / "manifest.json"
+    nodes = json.loads(Path(manifest).read_text())["nodes"].values()
+    return {n["name"]: n["compiled_code"] for n in nodes if n["resource_type"] == "model" and n.get("compiled_code")}
+
+
+def run_preflight(
+    settings: Settings,
+    *,
+    storage_client: Any = None,
+    bigquery_client: Any = None,
+    secret_client: Any = None,
+    read_work_pool: Callable[[str], Any] | None = None,
+    statements: dict[str, str] | None = None,
+) -> list[Finding]:
+    """Every check, in dependency order; later checks are skipped when settings are missing."""
+    findings = check_settings(settings)
+    if not settings.gcp_project or not settings.gcs_bucket:
+        return findings
+    storage_client = storage_client or _storage_client(settings)
+    bigquery_client = bigquery_client or _bigquery_client(settings)
+    findings += check_bucket(settings, storage_client)
+    datasets = check_datasets(settings, bigquery_client)
+    findings += datasets
+    if all(f.ok for f in datasets if settings.bq_dataset("raw") in f.detail):
+        findings += check_external_tables(settings, bigquery_client)
+    findings += check_secret(settings, secret_client or _secret_client())
+    findings += check_work_pool(settings, read_work_pool)
+    if all(f.ok for f in findings):
+        findings += check_marts_sql(settings, bigquery_client, statements or compiled_marts(settings))
+    return findings
+
+
+def problems(findings: Iterable[Finding]) -> list[Finding]:
+    return [f for f in findings if not f.ok]
+
+
+def _storage_client(settings: Settings) -> Any:
+    from google.cloud import storage
+
+    return storage.Client(project=settings.gcp_project)
+
+
+def _bigquery_client(settings: Settings) -> Any:
+    from google.cloud import bigquery
+
+    if settings.bq_api_endpoint:
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+
+        return bigquery.Client(
+            project=settings.gcp_project,
+            credentials=AnonymousCredentials(),
+            client_options=ClientOptions(api_endpoint=settings.bq_api_endpoint),
+        )
+    return bigquery.Client(project=settings.gcp_project, location=settings.bq_location)
+
+
+def _secret_client() -> Any:
+    from google.cloud import secretmanager
+
+    return secretmanager.SecretManagerServiceClient()
+
+
+def _short(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return text.splitlines()[0][:160]
