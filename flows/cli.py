@@ -188,14 +188,17 @@ def preflight(data_dir: DataDirOpt = None) -> None:
         findings = run_preflight(settings)
     except DefaultCredentialsError:
         raise ConfigError(
-            "No Google credentials found.", "Run `gcloud auth application-default login` (or set them up on the runner)."
+            "No Google credentials found.",
+            "Run `gcloud auth application-default login` (or set them up on the runner).",
         ) from None
     for finding in findings:
         mark = "[green]ok[/]  " if finding.ok else "[red]FAIL[/]"
         out.print(f"{mark} {finding.line()}", highlight=False)
     bad = problems(findings)
     if bad:
-        raise PipelineError(f"Preflight found {len(bad)} problem{'s' if len(bad) > 1 else ''}.", "Fix the FAIL lines above.")
+        raise PipelineError(
+            f"Preflight found {len(bad)} problem{'s' if len(bad) > 1 else ''}.", "Fix the FAIL lines above."
+        )
     out.print("[green]ready:[/] `prefect --no-prompt deploy --all` next.")
 
 

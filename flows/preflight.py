@@ -81,8 +81,8 @@ def check_datasets(settings: Settings, client: Any) -> list[Finding]:
         except gexc.NotFound:
             findings.append(_problem("dataset", f"BigQuery dataset {dataset} is missing", TERRAFORM))
         except gexc.Forbidden:
-            findings.append(_problem("dataset", f"no access to {dataset}",
-                                     "grant roles/bigquery.dataEditor on it to the runtime service account"))  # fmt: skip
+            fix = "grant roles/bigquery.dataEditor on it to the runtime service account"
+            findings.append(_problem("dataset", f"no access to {dataset}", fix))
     return findings
 
 
@@ -177,7 +177,7 @@ def check_marts_sql(settings: Settings, client: Any, statements: dict[str, str])
             total += job.total_bytes_processed or 0
         except gexc.GoogleAPICallError as exc:
             findings.append(_problem("marts SQL", f"{model} does not dry-run ({_short(exc)})",
-                                     "fix the model or create what it reads")) # fmt: skip
+                                     "fix the model or create what it reads"))  # fmt: skip
     if not findings:
         findings.append(Finding("marts SQL", True, f"{len(statements)} models dry-run, {total / 1e9:.2f} GB to scan"))
     return findings
