@@ -112,24 +112,28 @@ def check_external_tables(settings: Settings, client: Any) -> list[Finding]:
 
 
 def check_secret(settings: Settings, client: Any) -> list[Finding]:
-    """The CoinCap key secret exists and has a value (set out of band)."""
+    """The CoinCap key secret exists and has a value (set out of band).
+
+    Reads the latest version, which needs only roles/secretmanager.secretAccessor (what the runtime account
+    holds); the value itself is never printed or kept.
+    """
     from google.api_core import exceptions as gexc
 
-    name = f"projects/{settings.gcp_project}/secrets/{settings.api_key_secret}"
+    secret = settings.api_key_secret
+    add_value = (
+        f"{TERRAFORM} if the secret is missing, then "
+        f'printf %s "$COINCAP_API_KEY" | gcloud secrets versions add {secret} --data-file=-'
+    )
     try:
-        client.get_secret(name=name)
-    except gexc.NotFound:
-        return [_problem("secret", f"secret {settings.api_key_secret} is missing", TERRAFORM)]
-    except gexc.GoogleAPICallError as exc:
-        return [_problem("secret", f"secret {settings.api_key_secret}: {_short(exc)}",
-                         "grant roles/secretmanager.secretAccessor on it")]  # fmt: skip
-    try:
-        client.get_secret_version(name=f"{name}/versions/latest")
+        client.access_secret_version(name=f"projects/{settings.gcp_project}/secrets/{secret}/versions/latest")
     except (gexc.NotFound, gexc.FailedPrecondition):
-        return [_problem("secret", f"secret {settings.api_key_secret} has no value yet",
-                         f"printf %s \"$COINCAP_API_KEY\" | gcloud secrets versions add {settings.api_key_secret} "
-                         "--data-file=-")]  # fmt: skip
-    return [Finding("secret", True, f"{settings.api_key_secret} has a value")]
+        return [_problem("secret", f"secret {secret} is missing or has no value yet", add_value)]
+    except gexc.PermissionDenied:
+        return [_problem("secret", f"no access to secret {secret}",
+                         "grant roles/secretmanager.secretAccessor on it to the runtime service account")]  # fmt: skip
+    except gexc.GoogleAPICallError as exc:
+        return [_problem("secret", f"secret {secret}: {_short(exc)}", "check credentials and network")]
+    return [Finding("secret", True, f"{secret} has a value")]
 
 
 def check_work_pool(settings: Settings, read_work_pool: Callable[[str], Any] | None = None) -> list[Finding]:

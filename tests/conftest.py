@@ -59,3 +59,7 @@ def settings(tmp_path: Path, stub: StubServer) -> Iterator[Settings]:
     use_settings(s)
     yield s
     use_settings(None)
+
+
+# fake-gcs-server stand-in for GCS (tests/gcs_server.py): `gcs_server` once per session, `gcs_emulator` per test.
+from tests.gcs_server import gcs_emulator, gcs_server  # noqa: E402, F401

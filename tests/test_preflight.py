@@ -24,15 +24,12 @@ class FakeSecrets:
     def __init__(self, exists: bool = True, has_value: bool = True) -> None:
         self.exists, self.has_value = exists, has_value
 
-    def get_secret(self, name: str) -> dict:
+    def access_secret_version(self, name: str) -> dict:
         if not self.exists:
-            raise gexc.NotFound(f"Secret [{name}] not found")
-        return {"name": name}
-
-    def get_secret_version(self, name: str) -> dict:
+            raise gexc.NotFound(f"Secret [{name.rsplit('/versions', 1)[0]}] not found or has no versions.")
         if not self.has_value:
-            raise gexc.NotFound(f"Secret Version [{name}] not found")
-        return {"name": name}
+            raise gexc.NotFound(f"Secret Version [{name}] not found or has no versions.")
+        return {"name": name, "payload": {"data": b"not printed"}}
 
 
 @pytest.fixture

@@ -1,0 +1,73 @@
+locals {
+  ms_per_day = 86400000
+
+  layers = {
+    raw = {
+      description = "Hive-partitioned external tables over the lake bucket, one per CoinCap dataset (managed by Terraform)."
+      expiration  = null
+    }
+    staging = {
+      description = "dbt staging and intermediate views: renamed, cast and deduplicated lake rows."
+      expiration  = var.staging_table_expiration_days == null ? null : var.staging_table_expiration_days * local.ms_per_day
+    }
+    marts = {
+      description = "dbt marts: partitioned, clustered facts and dimensions for Looker Studio and analysts."
+      expiration  = null
+    }
+    ops = {
+      description = "Pipeline run metrics: one row per dataset per snapshot (rows, credits, durations)."
+      expiration  = null
+    }
+  }
+
+  # One external table per committed schema file; the files are generated from the contracts
+  # (`python -m flows.contracts.bigquery`), so a new contract gets its table with no Terraform change.
+  external_tables = toset([for f in fileset("${path.module}/schemas", "*.json") : trimsuffix(f, ".json")])
+}
+
+resource "google_bigquery_dataset" "this" {
+  #checkov:skip=CKV_GCP_81:Google-managed encryption; the data is public market data and a KMS key adds cost and an outage risk without protecting anything secret.
+  for_each = local.layers
+
+  project                     = var.project_id
+  dataset_id                  = "${var.dataset_prefix}${each.key}"
+  location                    = var.location
+  description                 = each.value.description
+  default_table_expiration_ms = each.value.expiration
+  delete_contents_on_destroy  = var.delete_contents_on_destroy
+  labels                      = merge(var.labels, { layer = each.key })
+}
+
+# External tables: the lake stays the source of truth, a replayed snapshot is one object (never a duplicate
+# row), and queries prune by the `dt` partition, which every query must filter on.
+resource "google_bigquery_table" "raw" {
+  #checkov:skip=CKV_GCP_80:External table: the bytes live in the lake bucket, so a table-level KMS key encrypts nothing.
+  #checkov:skip=CKV_GCP_121:External table: dropping it loses no data, and a contract change that retypes a column must be able to replace it.
+  for_each = local.external_tables
+
+  project     = var.project_id
+  dataset_id  = google_bigquery_dataset.this["raw"].dataset_id
+  table_id    = each.key
+  description = "CoinCap ${each.key} snapshots in gs://${var.bucket_name}/coincap/${each.key}/dt=YYYY-MM-DD/. Filter on dt."
+  labels      = merge(var.labels, { layer = "raw" })
+
+  # See the CKV_GCP_121 note above: the data is in the bucket, protected by versioning.
+  deletion_protection = false
+
+  # `dt` is not in the file schema: BigQuery adds it from the path ({dt:DATE} below).
+  schema = file("${path.module}/schemas/${each.key}.json")
+
+  external_data_configuration {
+    autodetect    = false
+    source_format = "PARQUET"
+    source_uris   = ["gs://${var.bucket_name}/coincap/${each.key}/*"]
+    # decimal(38, 18) does not fit NUMERIC (9 decimals); read it as BIGNUMERIC like the schema says.
+    decimal_target_types = ["BIGNUMERIC"]
+
+    hive_partitioning_options {
+      mode                     = "CUSTOM"
+      source_uri_prefix        = "gs://${var.bucket_name}/coincap/${each.key}/{dt:DATE}"
+      require_partition_filter = true
+    }
+  }
+}

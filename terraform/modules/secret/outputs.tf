@@ -1,0 +1,9 @@
+output "secret_id" {
+  description = "The secret id (COINCAP_API_KEY_SECRET), as Cloud Run's secret references take it."
+  value       = google_secret_manager_secret.api_key.secret_id
+}
+
+output "name" {
+  description = "The secret's full resource name, projects/<number>/secrets/<id>."
+  value       = google_secret_manager_secret.api_key.name
+}
