@@ -202,6 +202,30 @@ def preflight(data_dir: DataDirOpt = None) -> None:
     out.print("[green]ready:[/] `prefect --no-prompt deploy --all` next.")
 
 
+@app.command("prefect-blocks")
+def prefect_blocks() -> None:
+    """Create (or update) the Prefect blocks the gcp deployments use: result storage in the lake bucket.
+
+    Uses GCS_BUCKET and GCP_PROJECT_ID; stores no key (on Cloud Run the job's service account is used).
+    """
+    from prefect_gcp import GcpCredentials, GcsBucket
+
+    from flows.preflight import RESULTS_BLOCK_NAME
+
+    settings = load_settings(target=Target.gcp)
+    if not settings.gcs_bucket or not settings.gcp_project:
+        raise ConfigError(
+            "GCS_BUCKET and GCP_PROJECT_ID must be set.", "Export them from `terraform output pipeline_env`."
+        )
+    block = GcsBucket(
+        bucket=settings.gcs_bucket,
+        bucket_folder="prefect-results",  # expires with the bucket's prefect-results/ lifecycle rule
+        gcp_credentials=GcpCredentials(project=settings.gcp_project),
+    )
+    block.save(RESULTS_BLOCK_NAME, overwrite=True)
+    out.print(f"saved block gcs-bucket/{RESULTS_BLOCK_NAME} → gs://{settings.gcs_bucket}/prefect-results/")
+
+
 @app.command()
 def benchmark(
     markets: Annotated[

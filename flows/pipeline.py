@@ -172,15 +172,7 @@ def _run_snapshot(datasets: list[Dataset], snapshot_id: str | None, transform: b
     publish_task([results[d][1] for d in futures])
     store.record_runs([_metrics_row(r, run_id, "completed") for r in reports])
 
-    outcome = None
-    if transform:
-        dbt_started = time.perf_counter()
-        try:
-            outcome = dbt_task()
-        except PipelineError as exc:
-            store.record_runs([_step_row("dbt", snap.id, run_id, "failed", time.perf_counter() - dbt_started, exc)])
-            raise
-        store.record_runs([_step_row("dbt", snap.id, run_id, "completed", outcome.seconds, None)])
+    outcome = _build_marts(store, snap.id, run_id) if transform else None
     return SnapshotSummary(
         snapshot_id=snap.id,
         reports=reports,
@@ -189,6 +181,18 @@ def _run_snapshot(datasets: list[Dataset], snapshot_id: str | None, transform: b
         warehouse_uri=store.uri,
         seconds=time.perf_counter() - started,
     )
+
+
+def _build_marts(store: Any, snapshot_id: str, run_id: str | None, full_refresh: bool = False) -> DbtOutcome:
+    """Run the dbt task and record its step (completed or failed) in the run-metrics table."""
+    started = time.perf_counter()
+    try:
+        outcome = dbt_task(full_refresh)
+    except PipelineError as exc:
+        store.record_runs([_step_row("dbt", snapshot_id, run_id, "failed", time.perf_counter() - started, exc)])
+        raise
+    store.record_runs([_step_row("dbt", snapshot_id, run_id, "completed", outcome.seconds, None)])
+    return outcome
 
 
 def _metrics_row(report: DatasetReport, run_id: str | None, status: str) -> dict[str, Any]:
@@ -249,4 +253,5 @@ markets_flow = _dataset_flow("markets")
 @flow(name="dbt-build", log_prints=True)
 def transform_flow(full_refresh: bool = False) -> DbtOutcome:
     """Build and test the marts from what is in the lake."""
-    return dbt_task(full_refresh)
+    # A dbt-only run is recorded under the moment it ran, in the snapshot-id format.
+    return _build_marts(warehouse(current_settings()), Snapshot.now().id, _flow_run_id(), full_refresh)

@@ -17,6 +17,7 @@ from flows.contracts.datasets import CONTRACTS
 from flows.settings import Settings, Target
 
 TERRAFORM = "run `terraform apply` in terraform/envs/prod"
+RESULTS_BLOCK_TYPE, RESULTS_BLOCK_NAME = "gcs-bucket", "coincap-results"  # prefect.yaml names it
 LAYERS = ("raw", "staging", "marts", "ops")
 
 
@@ -151,6 +152,34 @@ def check_work_pool(settings: Settings, read_work_pool: Callable[[str], Any] | N
     return [Finding("work pool", True, f"{settings.work_pool} ({kind})")]
 
 
+def check_results_block(read_block: Callable[[str, str], Any] | None = None) -> list[Finding]:
+    """The Prefect block the gcp deployments persist results to (without it every run fails at start)."""
+    reader = read_block or _prefect_block_reader()
+    slug = f"{RESULTS_BLOCK_TYPE}/{RESULTS_BLOCK_NAME}"
+    try:
+        reader(RESULTS_BLOCK_TYPE, RESULTS_BLOCK_NAME)
+    except LookupError:
+        return [_problem("results block", f"Prefect block {slug} is missing", "run `coincap-pipeline prefect-blocks`")]
+    except Exception as exc:
+        return [_problem("results block", f"Prefect API unreachable ({_short(exc)})",
+                         "run `prefect cloud login` or set PREFECT_API_URL")]  # fmt: skip
+    return [Finding("results block", True, f"{slug} exists")]
+
+
+def _prefect_block_reader() -> Callable[[str, str], Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    def read(block_type: str, name: str) -> Any:
+        with get_client(sync_client=True) as client:
+            try:
+                return client.read_block_document_by_name(name=name, block_type_slug=block_type)
+            except ObjectNotFound:
+                raise LookupError(name) from None
+
+    return read
+
+
 def _prefect_work_pool_reader() -> Callable[[str], Any]:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
@@ -204,6 +233,7 @@ def run_preflight(
     bigquery_client: Any = None,
     secret_client: Any = None,
     read_work_pool: Callable[[str], Any] | None = None,
+    read_block: Callable[[str, str], Any] | None = None,
     statements: dict[str, str] | None = None,
 ) -> list[Finding]:
     """Every check, in dependency order; later checks are skipped when settings are missing."""
@@ -219,6 +249,7 @@ def run_preflight(
         findings += check_external_tables(settings, bigquery_client)
     findings += check_secret(settings, secret_client or _secret_client())
     findings += check_work_pool(settings, read_work_pool)
+    findings += check_results_block(read_block)
     if all(f.ok for f in findings):
         findings += check_marts_sql(settings, bigquery_client, statements or compiled_marts(settings))
     return findings

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_BASE_URL = "https://rest.coincap.io/v3"
 
@@ -41,8 +42,11 @@ class Settings(BaseSettings):
     max_retry_after_s: float = Field(default=120.0, ge=0, alias="COINCAP_MAX_RETRY_AFTER")
 
     # Scope: what a snapshot fetches. Empty means everything the endpoint lists.
-    markets_exchange_ids: list[str] = Field(default_factory=list, alias="COINCAP_MARKETS_EXCHANGES")
-    markets_quote_ids: list[str] = Field(default_factory=list, alias="COINCAP_MARKETS_QUOTES")
+    # Comma lists (`binance,kraken`), not JSON: NoDecode hands the raw string to `_split_csv`.
+    markets_exchange_ids: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="COINCAP_MARKETS_EXCHANGES"
+    )
+    markets_quote_ids: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="COINCAP_MARKETS_QUOTES")
 
     # Google Cloud target. Credentials are Application Default Credentials, never settings.
     gcp_project: str | None = Field(default=None, alias="GCP_PROJECT_ID")

@@ -56,14 +56,15 @@ def world(gcs_emulator, bq_emulator, prefect_api):  # noqa: F811
 
     with get_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name=settings.work_pool, type="cloud-run-v2"))
-    return {"settings": settings, "gcs": gcs_server.client(), "bq": bq, "secrets": FakeSecrets()}
+    return {"settings": settings, "gcs": gcs_server.client(), "bq": bq, "secrets": FakeSecrets(),
+            "read_block": lambda kind, name: {"kind": kind, "name": name}}  # fmt: skip
 
 
 def preflight(world, **overrides):
     sql = {k.replace("coincap_", world["settings"].bq_dataset_prefix): v for k, v in GOOD_SQL.items()}
     sql = {k: v.replace("coincap_raw", world["settings"].bq_dataset("raw")) for k, v in sql.items()}
     args = {"storage_client": world["gcs"], "bigquery_client": world["bq"], "secret_client": world["secrets"],
-            "statements": sql}  # fmt: skip
+            "statements": sql, "read_block": world["read_block"]}  # fmt: skip
     args.update(overrides)
     return run_preflight(world["settings"], **args)
 
@@ -89,6 +90,17 @@ def test_missing_dataset_is_one_line_with_the_fix(world):
     world["bq"].delete_dataset(f"{PROJECT}.{marts}", delete_contents=True)
     (problem,) = problems(preflight(world))
     assert f"{PROJECT}.{marts} is missing" in problem.line() and "terraform apply" in problem.line()
+
+
+def test_missing_results_block_says_which_command_creates_it(world, prefect_api):
+    from flows.preflight import _prefect_block_reader
+
+    world["read_block"] = _prefect_block_reader()  # the real Prefect server, where no such block exists
+    (problem,) = problems(preflight(world))
+    assert problem.line() == (
+        "results block: Prefect block gcs-bucket/coincap-results is missing. "
+        "Fix: run `coincap-pipeline prefect-blocks`."
+    )
 
 
 def test_missing_external_table_secret_value_and_work_pool(world):
