@@ -65,3 +65,22 @@ def test_prefect_yaml_entrypoints_resolve_to_flows():
         assert hasattr(flow, "deploy"), f"{deployment['name']}: {name} is not a Prefect flow"
         for param in deployment.get("parameters", {}):
             assert param in flow.parameters.properties, f"{deployment['name']}: unknown parameter {param}"
+
+
+def test_readme_names_only_commands_settings_and_outputs_that_exist():
+    from flows.cli import app
+    from flows.settings import Settings
+
+    text = (ROOT / "README.md").read_text()
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    for used in set(re.findall(r"coincap-pipeline ([a-z][a-z-]+)", text)):
+        assert used in commands, f"README uses `coincap-pipeline {used}`, which does not exist"
+    aliases = {field.alias for field in Settings.model_fields.values()}
+    external = {"PREFECT_API_URL", "PREFECT_API_KEY", "IMAGE", "COINCAP_API_KEY_SECRET"}
+    for var in set(re.findall(r"\b((?:COINCAP|PIPELINE|GCP|GCS|BQ)_[A-Z_]+)\b", text)):
+        assert var in aliases | external, f"README names {var}, which no setting reads"
+    outputs = set(re.findall(r'output "([a-z_]+)"', (ROOT / "terraform/envs/prod/outputs.tf").read_text()))
+    for used in set(re.findall(r"terraform(?: -chdir=\S+)? output (?:-raw |-json )?([a-z_]+)", text)):
+        assert used in outputs, f"README reads terraform output {used}, which terraform/envs/prod does not define"
+    for name in ("coincap-api-key", "coincap-cloud-run", "coincap-results"):
+        assert name in text
