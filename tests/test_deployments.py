@@ -25,13 +25,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from packaging.version import Version
 
 from flows.local_api import Catalog, StubServer
 from flows.settings import Settings, Target
@@ -326,24 +324,12 @@ def _free_port() -> int:
 
 
 def _server_prefect() -> Path:
-    """The `prefect` that serves: the project's, unless its FastAPI rejects the Prefect client's `"limit": null`.
-
-    FastAPI 0.151+ validates explicit nulls, and Prefect 3.8's server declares `limit: int = Body(None)`, so
-    `prefect deploy` fails after creating the first deployment (HTTP 422 on `/workers/filter`). Until the
-    project pins `fastapi<0.151`, the server runs from a tool virtualenv with the same Prefect.
-    """
-    if Version(version("fastapi")) < Version("0.151"):
-        return PREFECT
-    bin_dir = tool_venv("prefect-server", [f"prefect=={version('prefect')}", "fastapi==0.150.0"])
-    return bin_dir / "prefect"
+    """The project's own `prefect`: the server a user starts from the README's install."""
+    return PREFECT
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fastapi>=0.151 (the lock has 0.154) rejects the null `limit` Prefect 3.8's client sends, so `prefect "
-    "deploy` against `prefect server start` from .venv fails with HTTP 422; pin fastapi<0.151 and drop this mark",
-)
 def test_the_project_s_fastapi_serves_prefect_s_null_limits() -> None:
+    """fastapi>=0.151 rejects the null `limit` Prefect 3.8's client sends (`prefect deploy` → HTTP 422): pinned."""
     from fastapi import Body, FastAPI
     from fastapi.testclient import TestClient
     from prefect.server.api.dependencies import LimitBody
