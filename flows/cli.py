@@ -202,6 +202,52 @@ def preflight(data_dir: DataDirOpt = None) -> None:
     out.print("[green]ready:[/] `prefect --no-prompt deploy --all` next.")
 
 
+@app.command("plan-credits")
+def plan_credits(
+    prefect_file: Annotated[Path, typer.Option(help="Deployments whose schedules to plan.")] = Path("prefect.yaml"),
+    data_dir: DataDirOpt = None,
+    target: TargetOpt = None,
+) -> None:
+    """Project the CoinCap credits each scheduled deployment will use per month, against CoinCap's plans.
+
+    Bytes per record come from your last runs when the warehouse has them, else from measured defaults. Scope
+    settings (COINCAP_ASSETS_LIMIT, COINCAP_MARKETS_EXCHANGES, COINCAP_MARKETS_QUOTES) in your environment or a
+    deployment's job env cut the bill.
+    """
+    from flows.credit_plan import PLANS, measured_from_runs, plan, smallest_plan
+    from flows.warehouse.factory import warehouse
+
+    settings = load_settings(data_dir=data_dir, target=target)
+    if not prefect_file.exists():
+        raise ConfigError(
+            f"No deployments file at {prefect_file}.", "Run from the repository root or pass --prefect-file."
+        )
+    measured: dict[str, float] = {}
+    with contextlib.suppress(PipelineError):
+        _, rows = warehouse(settings).query(
+            "select step, sum(served), sum(bytes) from ops.pipeline_runs where status = 'completed' "
+            "and step in ('assets', 'rates', 'exchanges', 'markets') group by step"
+        )
+        measured = measured_from_runs(rows)
+    costs = plan(prefect_file, settings, measured)
+    table = Table(title=f"CoinCap credits per month, {prefect_file}", title_justify="left")
+    for name in ("deployment", "schedule (UTC)", "runs/month", "credits/run", "credits/month"):
+        table.add_column(name, justify="left" if name in ("deployment", "schedule (UTC)") else "right")
+    for c in costs:
+        table.add_row(
+            c.name, c.schedule, f"{c.runs_per_month:.1f}", f"{c.credits_per_run:,.0f}", f"{c.credits_per_month:,.0f}"
+        )
+    total = sum(c.credits_per_month for c in costs)
+    table.add_section()
+    table.add_row("total", "", "", "", f"{total:,.0f}", style="bold")
+    out.print(table)
+    source = "your last runs" if measured else "measured defaults (run the pipeline once to use your own)"
+    out.print(f"bytes per record from {source}")
+    fits = smallest_plan(total)
+    out.print(" · ".join(f"{name} {credits:,}{' ✓' if total <= credits else ''}" for name, credits in PLANS.items()))
+    out.print(f"smallest plan that fits: [bold]{fits or 'none: cut the scope or the schedule'}[/]")
+
+
 @app.command("prefect-blocks")
 def prefect_blocks() -> None:
     """Create (or update) the Prefect blocks the gcp deployments use: result storage in the lake bucket.

@@ -147,7 +147,7 @@ def extract_dataset(
 
 def _pages(client: CoinCapClient, endpoint: Endpoint) -> Iterator[Page]:
     if endpoint.paginated:
-        yield from client.paginate(endpoint.path, endpoint.params)
+        yield from client.paginate(endpoint.path, endpoint.params, max_records=endpoint.max_records)
         return
     data, timestamp, nbytes = client.get(endpoint.path, endpoint.params or None)
     if not isinstance(data, list):

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_retry_after_s: float = Field(default=120.0, ge=0, alias="COINCAP_MAX_RETRY_AFTER")
 
     # Scope: what a snapshot fetches. Empty means everything the endpoint lists.
+    assets_limit: int | None = Field(default=None, ge=1, alias="COINCAP_ASSETS_LIMIT")  # top-N assets by rank
     # Comma lists (`binance,kraken`), not JSON: NoDecode hands the raw string to `_split_csv`.
     markets_exchange_ids: Annotated[list[str], NoDecode] = Field(
         default_factory=list, alias="COINCAP_MARKETS_EXCHANGES"

@@ -28,14 +28,30 @@ def dbt_project_dir(settings: Settings) -> Path:
 
 
 def dbt_env(settings: Settings) -> dict[str, str]:
-    """The environment `dbt/profiles.yml` reads."""
+    """The environment `dbt/profiles.yml` and the project read: DuckDB paths locally, project and datasets on gcp."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return {
+    env = {
         "PIPELINE_DUCKDB_PATH": str(settings.duckdb_path),
         "PIPELINE_LAKE_URI": settings.lake_dir.as_posix(),
         "PIPELINE_DBT_THREADS": str(settings.dbt_threads),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        # Set on every target: run_dbt exports these, and a gcp prefix left over in the process would rename the
+        # local schemas (see dbt/macros/generate_schema_name.sql).
+        "PIPELINE_SCHEMA_PREFIX": "",
     }
+    if settings.target.value == "gcp":
+        env.update(
+            {
+                # staging and marts land in `<prefix>staging` and `<prefix>marts`
+                "PIPELINE_SCHEMA_PREFIX": settings.bq_dataset_prefix,
+                "BQ_LOCATION": settings.bq_location,
+                "BQ_DATASET_RAW": settings.bq_dataset("raw"),
+                "BQ_DATASET_MARTS": settings.bq_dataset("marts"),
+            }
+        )
+        if settings.gcp_project:
+            env["GCP_PROJECT_ID"] = settings.gcp_project
+    return env
 
 
 @dataclass

@@ -246,12 +246,21 @@ class CoinCapClient:
         return data, timestamp if isinstance(timestamp, int) else None, len(body)
 
     def paginate(
-        self, path: str, params: Mapping[str, Any] | None = None, *, limit: int | None = None
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        limit: int | None = None,
+        max_records: int | None = None,
     ) -> Iterator[Page]:
-        """Yield pages of a list endpoint with `limit`/`offset` until a short page."""
+        """Yield pages of a list endpoint with `limit`/`offset` until a short page (or `max_records`)."""
         limit = limit or self.settings.page_limit
         offset = 0
         while True:
+            if max_records is not None:
+                if offset >= max_records:
+                    return
+                limit = min(limit, max_records - offset)  # never pay for bytes beyond the scope
             data, timestamp, nbytes = self.get(path, {**(params or {}), "limit": limit, "offset": offset})
             if not isinstance(data, list):
                 raise ApiError(

@@ -27,6 +27,7 @@ class Endpoint:
     path: str
     paginated: bool = True
     params: dict[str, Any] = field(default_factory=dict)
+    max_records: int | None = None  # stop after this many (top-N by rank)
 
 
 ENDPOINTS: dict[str, Endpoint] = {
@@ -42,6 +43,9 @@ DATASETS: tuple[str, ...] = tuple(ENDPOINTS)
 def scoped_requests(dataset: str, settings: Settings) -> Iterator[Endpoint]:
     """The requests one dataset needs under the configured scope (markets: one listing per exchange x quote)."""
     base = ENDPOINTS[dataset]
+    if dataset == "assets" and settings.assets_limit:
+        yield Endpoint(dataset, base.path, base.paginated, dict(base.params), max_records=settings.assets_limit)
+        return
     if dataset != "markets":
         yield base
         return

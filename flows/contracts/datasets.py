@@ -80,3 +80,47 @@ MARKETS = Contract(
 )
 
 CONTRACTS: dict[str, Contract] = {c.dataset: c for c in (ASSETS, RATES, EXCHANGES, MARKETS)}
+
+# Not in CONTRACTS (which drives the snapshot): history is extracted by the backfill (flows/backfill.py).
+
+ASSET_HISTORY = Contract(
+    dataset="asset_history",
+    key=("asset_id", "history_interval", "time"),
+    description=(
+        "One row per asset, interval and point time, from GET /assets/{slug}/history. asset_id and "
+        "history_interval are added by the pipeline (CoinCap's points carry neither)."
+    ),
+    columns=(
+        Column("asset_id", Kind.string, required=True, description="Asset slug, e.g. bitcoin (added by the pipeline)"),
+        Column(
+            "history_interval",
+            Kind.string,
+            required=True,
+            isin=("m1", "m5", "m15", "m30", "h1", "h2", "h6", "h12", "d1"),
+            description="CoinCap interval of the series, e.g. d1 (added by the pipeline)",
+        ),
+        Column("priceUsd", Kind.decimal, required=True, ge=0, description="Price in USD; d1 is the UTC day's average"),
+        Column("time", Kind.integer, required=True, ge=0, description="Start of the point's interval, Unix ms (UTC)"),
+        Column("date", Kind.string, description="The same instant as ISO 8601 text"),
+        Column(
+            "circulatingSupply",
+            Kind.decimal,
+            ge=0,
+            description="Circulating supply (v2 sent it; v3 does not document it)",
+        ),
+    ),
+)
+
+# Not in CONTRACTS (which drives the snapshot): the price WebSocket's ticks, written by `flows/stream.py`.
+PRICES_STREAM = Contract(
+    dataset="prices_stream",
+    key=("asset_id",),  # unique within one message; a tick's identity is (connection_id, message_seq, asset_id)
+    description=(
+        "One row per price tick from the price WebSocket (wss://wss.coincap.io/prices): each message maps asset "
+        "ids to price strings. flows/stream.py adds tick_ts, message_seq, connection_id and batch_id."
+    ),
+    columns=(
+        Column("asset_id", Kind.string, required=True, description="Asset slug, a key of the message"),
+        Column("price_usd", Kind.decimal, required=True, ge=0, description="Price in USD, the key's value"),
+    ),
+)

@@ -8,7 +8,7 @@ import sys
 import threading
 from dataclasses import fields
 
-from flows.local_api.catalog import Catalog
+from flows.local_api.catalog import HISTORY_INTERVALS_MS, Catalog
 from flows.local_api.faults import Faults
 from flows.local_api.server import StubServer
 
@@ -39,7 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--markets", type=int, default=100_000, help="synthetic: number of markets")
     parser.add_argument("--rates", type=int, default=None, help="synthetic: number of rates (default 170)")
     parser.add_argument("--catalog-seed", type=int, default=0, help="synthetic: generation seed")
-    parser.add_argument("--history-days", type=int, default=0, help="synthetic: days of hourly history")
+    parser.add_argument("--history-days", type=int, default=0, help="synthetic: days of history")
+    parser.add_argument("--history-assets", type=int, default=10, help="synthetic: top assets with history")
+    parser.add_argument(
+        "--history-interval", choices=tuple(HISTORY_INTERVALS_MS), default="h1", help="synthetic: history step"
+    )
     parser.add_argument("--invalid-fraction", type=float, default=0.0, help="synthetic: share of bad records")
     parser.add_argument("--api-key", action="append", default=[], help="key to accept (repeatable)")
     faults = parser.add_argument_group("faults (all off by default)")
@@ -68,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             n_rates=args.rates,
             seed=args.catalog_seed,
             history_days=args.history_days,
+            history_assets=args.history_assets,
+            history_interval=args.history_interval,
             invalid_fraction=args.invalid_fraction,
         )
     faults = Faults(**{f.name: getattr(args, f.name) for f in fields(Faults)})

@@ -12,6 +12,9 @@ import itertools
 import json
 import math
 import random
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +31,18 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
 # Fixed "now" of synthetic snapshots, so the same seed yields byte-identical records (2025-11-21T18:00Z).
 DEFAULT_AS_OF_MS = 1_763_748_000_000
 _HOUR_MS = 3_600_000
+# CoinCap v3's history intervals and their steps in ms.
+HISTORY_INTERVALS_MS: dict[str, int] = {
+    "m1": 60_000,
+    "m5": 300_000,
+    "m15": 900_000,
+    "m30": 1_800_000,
+    "h1": 3_600_000,
+    "h2": 7_200_000,
+    "h6": 21_600_000,
+    "h12": 43_200_000,
+    "d1": 86_400_000,
+}
 
 Record = dict[str, Any]
 
@@ -54,7 +69,8 @@ class Catalog:
     rates: list[Record] = field(default_factory=list)
     exchanges: list[Record] = field(default_factory=list)
     markets: list[Record] = field(default_factory=list)
-    history: dict[str, list[Record]] = field(default_factory=dict)
+    # slug -> points; synthetic catalogs generate each series on first access (see SyntheticHistory)
+    history: MutableMapping[str, list[Record]] = field(default_factory=dict)
     # dataset -> sorted indexes (into that dataset's list) of records made invalid on purpose
     invalid_keys: dict[str, list[int]] = field(default_factory=lambda: {d: [] for d in DATASETS})
     # dataset -> {index: kind} for the same records, e.g. {"assets": {7: "negative_price"}}
@@ -94,20 +110,118 @@ class Catalog:
         invalid_fraction: float = 0.0,
         *,
         history_assets: int = 10,
+        history_interval: str = "h1",
         as_of_ms: int = DEFAULT_AS_OF_MS,
     ) -> Catalog:
         """A deterministic v3-shaped snapshot; the same arguments always give identical records.
 
         Referential integrity holds for valid records: market `baseId` is an asset, `quoteId` an asset or a
-        fiat rate, `exchangeId` an exchange. `history_days` > 0 adds hourly points for the top
-        `history_assets` assets. `invalid_fraction` corrupts that share of each dataset (see `invalid_keys`).
+        fiat rate, `exchangeId` an exchange. `history_days` > 0 adds `history_days` days of points every
+        `history_interval` (hourly by default) for the top `history_assets` assets, generated lazily per asset.
+        `invalid_fraction` corrupts that share of each dataset (see `invalid_keys`).
         `n_rates` defaults to 170 (fiat first, then crypto rates of the top assets), fewer for tiny catalogs.
         """
         if n_rates is None:
             n_rates = min(170, len(_FIAT) + n_assets)
+        if history_interval not in HISTORY_INTERVALS_MS:
+            raise ValueError(f"history_interval must be one of {', '.join(HISTORY_INTERVALS_MS)}")
         return _SyntheticBuilder(seed, as_of_ms).build(
-            n_assets, n_exchanges, n_markets, n_rates, history_days, history_assets, invalid_fraction
+            n_assets,
+            n_exchanges,
+            n_markets,
+            n_rates,
+            history_days,
+            history_assets,
+            invalid_fraction,
+            history_interval=history_interval,
         )
+
+
+class SyntheticHistory(MutableMapping[str, list[Record]]):
+    """Price points per asset, generated on first access from (seed, slug, interval) and kept in a small cache.
+
+    Years of minute or daily points for thousands of assets cost nothing until served. Assigning a list to a
+    slug replaces its series and `del` removes it (tests corrupt or delist an asset this way); change a series
+    by assigning a new list, not by mutating a returned one (it may be regenerated).
+    """
+
+    def __init__(
+        self,
+        prices: dict[str, float],
+        *,
+        seed: int,
+        step_ms: int,
+        n_points: int,
+        end_ms: int,
+        cache_size: int = 64,
+    ) -> None:
+        self._prices = dict(prices)  # slug -> price of the latest point
+        self._seed = seed
+        self.step_ms = step_ms
+        self.n_points = n_points
+        self.end_ms = end_ms - end_ms % step_ms
+        self._overrides: dict[str, list[Record]] = {}
+        self._removed: set[str] = set()
+        self._cache: OrderedDict[str, list[Record]] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()  # the stand-in server reads from many threads
+
+    def __getitem__(self, slug: str) -> list[Record]:
+        if slug in self._overrides:
+            return self._overrides[slug]
+        if slug in self._removed or slug not in self._prices:
+            raise KeyError(slug)
+        with self._lock:
+            cached = self._cache.get(slug)
+            if cached is not None:
+                self._cache.move_to_end(slug)
+                return cached
+        points = self._generate(slug)
+        with self._lock:
+            self._cache[slug] = points
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return points
+
+    def __setitem__(self, slug: str, points: list[Record]) -> None:
+        self._overrides[slug] = points
+        self._removed.discard(slug)
+
+    def __delitem__(self, slug: str) -> None:
+        if slug not in self:
+            raise KeyError(slug)
+        self._overrides.pop(slug, None)
+        self._removed.add(slug)
+
+    def __contains__(self, slug: object) -> bool:
+        return slug in self._overrides or (slug in self._prices and slug not in self._removed)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._overrides
+        yield from (s for s in self._prices if s not in self._overrides and s not in self._removed)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def _generate(self, slug: str) -> list[Record]:
+        """A random walk back from the asset's current price; volatility scales with the step."""
+        rng = random.Random(f"{self._seed}/{slug}/{self.step_ms}")
+        sigma = 0.004 * math.sqrt(self.step_ms / _HOUR_MS)
+        n, step = self.n_points, self.step_ms
+        walk = [self._prices[slug]]
+        for _ in range(n - 1):
+            walk.append(walk[-1] / math.exp(rng.gauss(0, sigma)))
+        walk.reverse()
+        start = self.end_ms - (n - 1) * step
+        start_dt = datetime.fromtimestamp(start / 1000, tz=UTC)
+        return [
+            {
+                "priceUsd": _dec(price),
+                "time": start + i * step,
+                "date": (start_dt + timedelta(milliseconds=i * step)).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            }
+            for i, price in enumerate(walk)
+        ]
 
 
 # (id, symbol, name, priceUsd, supply, maxSupply, explorer): the head of the ranking, for realistic demos.
@@ -225,6 +339,7 @@ class _SyntheticBuilder:
 
     def __init__(self, seed: int, as_of_ms: int) -> None:
         self.rng = random.Random(seed)
+        self.seed = seed
         self.as_of_ms = as_of_ms
         # per-exchange (market volume total, market count), filled by _markets for _rank_exchanges
         self._market_totals: tuple[dict[str, float], dict[str, int]] = ({}, {})
@@ -238,6 +353,8 @@ class _SyntheticBuilder:
         history_days: int,
         history_assets: int,
         invalid_fraction: float,
+        *,
+        history_interval: str = "h1",
     ) -> Catalog:
         """Generate every dataset, then corrupt the requested share."""
         if min(n_assets, n_exchanges, n_markets, n_rates, history_days, history_assets) < 0:
@@ -249,7 +366,16 @@ class _SyntheticBuilder:
         weighted_exchanges = self._exchanges(n_exchanges)
         markets = self._markets(n_markets, assets, rates, weighted_exchanges)
         exchanges = self._rank_exchanges(weighted_exchanges)
-        history = self._history(assets[:history_assets], history_days) if history_days else {}
+        history: MutableMapping[str, list[Record]] = {}
+        if history_days:
+            step = HISTORY_INTERVALS_MS[history_interval]
+            history = SyntheticHistory(
+                {a["id"]: float(a["priceUsd"]) for a in assets[:history_assets]},
+                seed=self.seed,
+                step_ms=step,
+                n_points=max(1, history_days * 86_400_000 // step),
+                end_ms=self.as_of_ms,
+            )
         catalog = Catalog(assets=assets, rates=rates, exchanges=exchanges, markets=markets, history=history)
         if invalid_fraction > 0:
             self._corrupt(catalog, invalid_fraction)
@@ -494,26 +620,6 @@ class _SyntheticBuilder:
         for rank, record in enumerate(exchanges, start=1):
             record["rank"] = str(rank)
         return exchanges
-
-    def _history(self, assets: list[Record], days: int) -> dict[str, list[Record]]:
-        """Hourly points for `days` days up to the snapshot, walking back from each asset's current price."""
-        rng = self.rng
-        end = self.as_of_ms - self.as_of_ms % _HOUR_MS
-        n_points = days * 24
-        start = end - (n_points - 1) * _HOUR_MS
-        start_dt = datetime.fromtimestamp(start / 1000, tz=UTC)
-        dates = [(start_dt + timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%S.000Z") for h in range(n_points)]
-        history: dict[str, list[Record]] = {}
-        for asset in assets:
-            price = float(asset["priceUsd"])
-            walk = [price]
-            for _ in range(n_points - 1):
-                walk.append(walk[-1] / math.exp(rng.gauss(0, 0.004)))
-            walk.reverse()
-            history[asset["id"]] = [
-                {"priceUsd": _dec(p), "time": start + h * _HOUR_MS, "date": dates[h]} for h, p in enumerate(walk)
-            ]
-        return history
 
     def _corrupt(self, catalog: Catalog, fraction: float) -> None:
         """Replace `fraction` of each dataset with invalid records, every kind used in turn."""

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from flows.coincap.credits import credits_for
-from flows.local_api.catalog import DATASETS, NATURAL_KEYS, Catalog, Record
+from flows.local_api.catalog import DATASETS, HISTORY_INTERVALS_MS, NATURAL_KEYS, Catalog, Record
 from flows.local_api.faults import (
     BAD_GATEWAY_BODY,
     DEPRECATION_MESSAGE,
@@ -45,17 +45,6 @@ from flows.local_api.faults import (
 API_PREFIX = "/v3"
 STATS_PATH = "/_stub/stats"  # outside /v3: never faulted, never counted, no key needed
 MAX_LIMIT = 2000
-HISTORY_INTERVALS_MS: dict[str, int] = {
-    "m1": 60_000,
-    "m5": 300_000,
-    "m15": 900_000,
-    "m30": 1_800_000,
-    "h1": 3_600_000,
-    "h2": 7_200_000,
-    "h6": 21_600_000,
-    "h12": 43_200_000,
-    "d1": 86_400_000,
-}
 # Page size when `limit` is absent: 100 per the docs for assets, 10 per the v3 OAS for exchanges and markets.
 DEFAULT_LIMITS = {"assets": 100, "asset_markets": 100, "exchanges": 10, "markets": 10}
 _MARKET_FILTERS = ("exchangeId", "baseId", "quoteId", "baseSymbol", "quoteSymbol", "assetId", "assetSymbol")
@@ -622,6 +611,8 @@ def serve_in_subprocess(
     rates: int | None = None,
     seed: int = 0,
     history_days: int = 0,
+    history_assets: int | None = None,
+    history_interval: str | None = None,
     invalid_fraction: float = 0.0,
     api_key: str | None = None,
     faults: Faults | None = None,
@@ -641,6 +632,8 @@ def serve_in_subprocess(
         "--rates": rates,
         "--catalog-seed": seed,
         "--history-days": history_days,
+        "--history-assets": history_assets,
+        "--history-interval": history_interval,
         "--invalid-fraction": invalid_fraction,
         "--api-key": api_key,
     }
