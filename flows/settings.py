@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     api_key_secret: str = Field(default="coincap-api-key", alias="COINCAP_API_KEY_SECRET")
     work_pool: str = Field(default="coincap-cloud-run", alias="PIPELINE_WORK_POOL")
 
+    # Retention: granular data (snapshots, ticks, quarantine) is kept this many days; daily aggregates forever.
+    # Terraform's granular_retention_days / granular_partition_expiration_days default to the same number. At
+    # least 31: fct_asset_daily's incremental run recomputes its latest day's 30-day windows from granular data.
+    granular_retention_days: int = Field(default=365, ge=31, alias="PIPELINE_GRANULAR_RETENTION_DAYS")
+
     dbt_threads: int = Field(default=2, ge=1, alias="PIPELINE_DBT_THREADS")
     dbt_project_dir: Path | None = Field(default=None, alias="PIPELINE_DBT_PROJECT_DIR")
 

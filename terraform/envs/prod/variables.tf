@@ -94,8 +94,8 @@ variable "granular_retention_days" {
   default     = 365
 
   validation {
-    condition     = var.granular_retention_days >= 1
-    error_message = "granular_retention_days is at least 1."
+    condition     = var.granular_retention_days >= 31
+    error_message = "granular_retention_days is at least 31: the daily marts' 30-day windows read that much granular data."
   }
 }
 
@@ -105,8 +105,8 @@ variable "granular_partition_expiration_days" {
   default     = 365
 
   validation {
-    condition     = var.granular_partition_expiration_days >= 1
-    error_message = "granular_partition_expiration_days is at least 1."
+    condition     = var.granular_partition_expiration_days >= 31
+    error_message = "granular_partition_expiration_days is at least 31: the daily marts' 30-day windows read that much granular data."
   }
 }
 

@@ -1,0 +1,129 @@
+"""Retention: one policy, set once (`PIPELINE_GRANULAR_RETENTION_DAYS`, default 365).
+
+Granular data (snapshot files, quarantine, stream ticks, and the snapshot-grain facts) older than the policy is
+dropped; daily aggregates (`fct_asset_daily`, asset history) are kept forever. Locally the maintenance flow
+applies it to the lake folder and DuckDB; on Google Cloud, Terraform applies the same number as GCS lifecycle
+rules and BigQuery partition expiration (`granular_retention_days`, `granular_partition_expiration_days`).
+Applying it twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.lake.factory import lake_storage
+from flows.lake.parquet import PLACEHOLDER_DAY
+from flows.lake.storage import LakeStorage
+from flows.settings import Settings, Target, current_settings
+
+# Lake prefixes holding granular, dt-partitioned data. Asset history is daily data: kept forever.
+GRANULAR_PREFIXES = (
+    "coincap/assets/",
+    "coincap/rates/",
+    "coincap/exchanges/",
+    "coincap/markets/",
+    "coincap/prices_stream/",
+    "coincap/prices_stream_gaps/",
+    "quarantine/",
+)
+# Snapshot-grain marts and the day column they are partitioned by; fct_asset_daily is not here on purpose.
+GRANULAR_MARTS = {
+    "marts.fct_asset_snapshots": "snapshot_date",
+    "marts.fct_market_snapshots": "snapshot_date",
+    "marts.fct_rates": "snapshot_date",
+}
+_DT = re.compile(r"/dt=(\d{4}-\d{2}-\d{2})/")
+
+
+@dataclass
+class RetentionReport:
+    """What one application of the policy removed."""
+
+    cutoff: date
+    objects_deleted: list[str] = field(default_factory=list)
+    rows_deleted: dict[str, int] = field(default_factory=dict)
+
+
+def cutoff_for(settings: Settings, today: date | None = None) -> date:
+    """The first day kept: everything on an earlier day is dropped."""
+    today = today or datetime.now(UTC).date()
+    return today - timedelta(days=settings.granular_retention_days)
+
+
+def expired_objects(storage: LakeStorage, cutoff: date) -> list[str]:
+    """Granular lake objects whose `dt=` partition is older than `cutoff` (schema placeholders excepted)."""
+    expired = []
+    for prefix in GRANULAR_PREFIXES:
+        for key in storage.list(prefix):
+            match = _DT.search(key)
+            if not match:
+                continue
+            day = date.fromisoformat(match.group(1))
+            if day < cutoff and day != PLACEHOLDER_DAY.date():
+                expired.append(key)
+    return expired
+
+
+def apply_lake_retention(storage: LakeStorage, cutoff: date) -> list[str]:
+    """Delete expired granular objects; return their keys."""
+    keys = expired_objects(storage, cutoff)
+    for key in keys:
+        storage.delete(key)
+    return keys
+
+
+def apply_warehouse_retention(settings: Settings, cutoff: date) -> dict[str, int]:
+    """Delete snapshot-grain mart rows older than `cutoff` in DuckDB; daily marts are untouched."""
+    import duckdb
+
+    if not settings.duckdb_path.exists():
+        return {}
+    deleted = {}
+    con = duckdb.connect(str(settings.duckdb_path))
+    try:
+        existing = {
+            f"{s}.{t}"
+            for s, t in con.execute("select table_schema, table_name from information_schema.tables").fetchall()
+        }
+        for table, column in GRANULAR_MARTS.items():
+            if table not in existing:
+                continue
+            (count,) = con.execute(f"select count(*) from {table} where {column} < ?", [cutoff]).fetchone()
+            if count:
+                con.execute(f"delete from {table} where {column} < ?", [cutoff])
+            deleted[table] = count
+    finally:
+        con.close()
+    return deleted
+
+
+def apply_retention(settings: Settings, today: date | None = None) -> RetentionReport:
+    """Apply the retention policy to the local lake and warehouse (GCS and BigQuery do it themselves)."""
+    cutoff = cutoff_for(settings, today)
+    report = RetentionReport(cutoff=cutoff)
+    report.objects_deleted = apply_lake_retention(lake_storage(settings), cutoff)
+    if settings.target is Target.local:
+        report.rows_deleted = apply_warehouse_retention(settings, cutoff)
+    return report
+
+
+@task(name="apply-retention", retries=1, retry_delay_seconds=30, timeout_seconds=1800, cache_policy=NO_CACHE)
+def retention_task() -> RetentionReport:
+    """Drop granular data past the retention policy."""
+    report = apply_retention(current_settings())
+    get_run_logger().info(
+        "retention: kept from %s; %d lake objects and %d mart rows removed",
+        report.cutoff, len(report.objects_deleted), sum(report.rows_deleted.values()),
+    )  # fmt: skip
+    return report
+
+
+@flow(name="maintenance", log_prints=True)
+def maintenance_flow() -> RetentionReport:
+    """Daily upkeep: apply the retention policy (granular data past PIPELINE_GRANULAR_RETENTION_DAYS)."""
+    return retention_task()
