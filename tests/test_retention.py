@@ -9,8 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from flows.maintenance import apply_retention, cutoff_for, expired_objects
 from flows.lake.storage import LocalStorage
+from flows.maintenance import apply_retention, cutoff_for, expired_objects
 from flows.settings import Settings
 from flows.transform import run_dbt
 from tests.lake_fixtures import generate_history, write_history

@@ -183,8 +183,9 @@ def _compact_unit(
     columns = ", ".join(_quote(f.name) for f in schema)
     key = ", ".join(_quote(c) for c in layout.key)
 
-    con = duckdb.connect(config={"temp_directory": str(tmp / "spill"), "TimeZone": "UTC"})
+    con = duckdb.connect(config={"temp_directory": str(tmp / "spill")})  # sorts bigger than memory spill here
     try:
+        con.execute("set TimeZone = 'UTC'")  # timestamps come back as UTC (a config key cannot load icu first)
         files = "[" + ", ".join(_literal(p.as_posix()) for p in local) + "]"
         con.execute(f"create view inputs as select {columns} from read_parquet({files}, union_by_name = true)")
         con.execute("create view ticks as select distinct * from inputs")
@@ -201,7 +202,10 @@ def _compact_unit(
             )
         digest = _digest(con, layout.batch_column)
         order = ", ".join(_quote(c) for c in layout.order_by)
-        reader = con.execute(f"select * from ticks order by {order}").fetch_record_batch(_ROWS_PER_GROUP)
+        result = con.execute(f"select * from ticks order by {order}")
+        # DuckDB 1.5 renamed fetch_record_batch (deprecated) to to_arrow_reader; 1.4 has only the old name
+        fetch = getattr(result, "to_arrow_reader", None) or result.fetch_record_batch
+        reader = fetch(_ROWS_PER_GROUP)
         staged = _write_parts(reader, schema, target_bytes, tmp / "out")
         report.outputs = [f"{prefix}{COMPACTED_PREFIX}{unit}-{digest}-{i:04d}.parquet" for i in range(len(staged))]
         for part, out_key in zip(staged, report.outputs, strict=True):
@@ -219,17 +223,33 @@ def _compact_unit(
 def _write_parts(
     reader: pa.RecordBatchReader, schema: pa.Schema, target_bytes: int, staging: Path
 ) -> list[StagedParquet]:
-    """Write the sorted rows into parts of about `target_bytes` (a part closes after the row group crossing it)."""
+    """Write the sorted rows in row groups of exactly _ROWS_PER_GROUP (whatever chunks DuckDB hands over, so the
+    bytes depend on the rows only), closing a part once it reaches `target_bytes`."""
     parts: list[StagedParquet] = []
     current: StagedParquet | None = None
-    for batch in reader:
+
+    def write(table: pa.Table) -> None:
+        nonlocal current
         if current is None:
             current = StagedParquet(schema, staging)
             parts.append(current)
-        current.write(pa.Table.from_batches([batch]))
+        current.write(table)
         if current.path.stat().st_size >= target_bytes:
             current.close()
             current = None
+
+    pending: list[pa.RecordBatch] = []
+    buffered = 0
+    for batch in reader:
+        pending.append(batch)
+        buffered += batch.num_rows
+        while buffered >= _ROWS_PER_GROUP:
+            table = pa.Table.from_batches(pending)
+            write(table.slice(0, _ROWS_PER_GROUP))
+            rest = table.slice(_ROWS_PER_GROUP)
+            pending, buffered = rest.to_batches(), rest.num_rows
+    if buffered:
+        write(pa.Table.from_batches(pending))
     if current is not None:
         current.close()
     return parts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import threading
 from collections.abc import Collection
@@ -214,7 +215,13 @@ class StubPriceStream:
     async def _main(self) -> None:
         self._stop = asyncio.get_running_loop().create_future()
         server: Server
-        async with serve(self._handle, self.host, self.port, process_request=self._check_request) as server:
+        async with serve(
+            self._handle,
+            self.host,
+            self.port,
+            process_request=self._check_request,
+            logger=logging.getLogger("flows.local_api.ws"),  # not websockets.server: keep clients' logs apart
+        ) as server:
             self.port = int(server.sockets[0].getsockname()[1])
             self._ready.set()
             await self._stop

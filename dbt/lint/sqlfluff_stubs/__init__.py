@@ -36,3 +36,7 @@ def day_number(date_expr: str) -> str:
 
 def partition_by_day(field: str, data_type: str = "date") -> None:
     return None
+
+
+def recompute_from(day_column: str) -> str:
+    return "cast('1970-01-01' as date)"

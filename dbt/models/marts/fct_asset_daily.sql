@@ -3,7 +3,7 @@
 
     Incremental: the latest day already loaded (possibly partial) and every later day are recomputed, reading
     `context_days` more days before them so that every window sees the same rows as a full refresh. DuckDB
-    deletes and re-inserts whole days; BigQuery merges on the grain for now.
+    deletes and re-inserts those days; BigQuery overwrites their partitions (insert_overwrite).
 
     Floats: the average price, VWAP, moving averages, changes and volatility are 64-bit floats (ln, sqrt and
     stddev are float functions); OHLC and the values at close stay exact decimals. Moving averages divide an
@@ -11,8 +11,8 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
-        unique_key=(['asset_id', 'price_date'] if target.type == 'bigquery' else 'price_date'),
+        incremental_strategy=('insert_overwrite' if target.type == 'bigquery' else 'delete+insert'),
+        unique_key='price_date',
         partition_by=partition_by_day('price_date'),
         cluster_by=['asset_id'],
         on_schema_change='fail',
@@ -22,25 +22,14 @@
 {#- The widest window looks back 30 days: the 30-day change, and the 30 daily returns of the volatility (the
     oldest of which needs the close of the day before it). -#}
 {%- set context_days = 30 -%}
+{%- set first_day = recompute_from('price_date') %}
 
 with
-
-{% if is_incremental() %}
-    recompute_from as (
-
-        select coalesce(max(loaded.price_date), cast('1970-01-01' as date)) as first_day
-        from {{ this }} as loaded
-
-    ),
-{% endif %}
 
 asset_days as (
 
     select * from {{ ref('int_asset_snapshots_daily') }}
-
-    {% if is_incremental() %}
-        where snapshot_date >= (select {{ add_days('recompute_from.first_day', -context_days) }} from recompute_from)
-    {% endif %}
+    where snapshot_date >= {{ add_days(first_day, -context_days) }}
 
 ),
 
@@ -143,10 +132,7 @@ final as (
         round(volatility_30d_unrounded * sqrt(365), 12) as volatility_30d_annualised
 
     from with_volatility
-
-    {% if is_incremental() %}
-        where snapshot_date >= (select recompute_from.first_day from recompute_from)
-    {% endif %}
+    where snapshot_date >= {{ first_day }}
 
 )
 

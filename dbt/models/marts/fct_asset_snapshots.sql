@@ -1,32 +1,28 @@
-{#- Incremental: each run re-reads from the latest snapshot already loaded (>=), so a re-run of that snapshot
-    replaces it. DuckDB deletes and re-inserts whole snapshots (a re-run that lists fewer assets leaves no stale
-    rows); BigQuery merges on the grain for now. Snapshots older than the latest loaded one (a backfill) need
+{#- Incremental: each run recomputes the latest UTC day already loaded and every later one, whole, so a re-run of
+    a snapshot replaces it and a re-run that lists fewer assets leaves no stale rows (incremental = full refresh).
+    DuckDB deletes and re-inserts those days; BigQuery overwrites their partitions (insert_overwrite), reading only
+    the matching staging partitions. Snapshots of days before the latest loaded one (a backfill) need
     --full-refresh. -#}
 {{
     config(
         materialized='incremental',
-        incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
-        unique_key=(['asset_id', 'snapshot_id'] if target.type == 'bigquery' else 'snapshot_id'),
+        incremental_strategy=('insert_overwrite' if target.type == 'bigquery' else 'delete+insert'),
+        unique_key='snapshot_date',
         partition_by=partition_by_day('snapshot_date'),
         cluster_by=['asset_id'],
+        partition_expiration_days=var('granular_partition_expiration_days'),
         on_schema_change='fail',
     )
 }}
+
+{%- set first_day = recompute_from('snapshot_date') %}
 
 with
 
 asset_snapshots as (
 
     select * from {{ ref('stg_coincap__assets') }}
-
-    {% if is_incremental() %}
-        -- the latest snapshot already loaded is read again; an empty table (a first build on empty files)
-        -- reads everything
-        where snapshot_ts >= (
-            select coalesce(max(loaded.snapshot_ts), cast('1970-01-01' as {{ dbt.type_timestamp() }}))
-            from {{ this }} as loaded
-        )
-    {% endif %}
+    where snapshot_date >= {{ first_day }}
 
 ),
 

@@ -1,31 +1,26 @@
-{#- Incremental like fct_asset_snapshots: re-read from the latest snapshot already loaded, replace whole
-    snapshots on DuckDB, merge on the grain on BigQuery. -#}
+{#- Incremental like fct_asset_snapshots: recompute the latest loaded UTC day and later ones, whole. The largest
+    fact: on BigQuery queries must filter on snapshot_date (require_partition_filter). -#}
 {{
     config(
         materialized='incremental',
-        incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
-        unique_key=(
-            ['exchange_id', 'base_asset_id', 'quote_asset_id', 'snapshot_id']
-            if target.type == 'bigquery' else 'snapshot_id'
-        ),
+        incremental_strategy=('insert_overwrite' if target.type == 'bigquery' else 'delete+insert'),
+        unique_key='snapshot_date',
         partition_by=partition_by_day('snapshot_date'),
         cluster_by=['exchange_id', 'base_asset_id'],
+        partition_expiration_days=var('granular_partition_expiration_days'),
+        require_partition_filter=true,
         on_schema_change='fail',
     )
 }}
+
+{%- set first_day = recompute_from('snapshot_date') %}
 
 with
 
 markets as (
 
     select * from {{ ref('stg_coincap__markets') }}
-
-    {% if is_incremental() %}
-        where snapshot_ts >= (
-            select coalesce(max(loaded.snapshot_ts), cast('1970-01-01' as {{ dbt.type_timestamp() }}))
-            from {{ this }} as loaded
-        )
-    {% endif %}
+    where snapshot_date >= {{ first_day }}
 
 ),
 

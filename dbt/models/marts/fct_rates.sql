@@ -1,28 +1,24 @@
-{#- Incremental like fct_asset_snapshots: re-read from the latest snapshot already loaded, replace whole
-    snapshots on DuckDB, merge on the grain on BigQuery. -#}
+{#- Incremental like fct_asset_snapshots: recompute the latest loaded UTC day and later ones, whole. -#}
 {{
     config(
         materialized='incremental',
-        incremental_strategy=('merge' if target.type == 'bigquery' else 'delete+insert'),
-        unique_key=(['rate_id', 'snapshot_id'] if target.type == 'bigquery' else 'snapshot_id'),
+        incremental_strategy=('insert_overwrite' if target.type == 'bigquery' else 'delete+insert'),
+        unique_key='snapshot_date',
         partition_by=partition_by_day('snapshot_date'),
         cluster_by=['rate_id'],
+        partition_expiration_days=var('granular_partition_expiration_days'),
         on_schema_change='fail',
     )
 }}
+
+{%- set first_day = recompute_from('snapshot_date') %}
 
 with
 
 rates as (
 
     select * from {{ ref('stg_coincap__rates') }}
-
-    {% if is_incremental() %}
-        where snapshot_ts >= (
-            select coalesce(max(loaded.snapshot_ts), cast('1970-01-01' as {{ dbt.type_timestamp() }}))
-            from {{ this }} as loaded
-        )
-    {% endif %}
+    where snapshot_date >= {{ first_day }}
 
 ),
 

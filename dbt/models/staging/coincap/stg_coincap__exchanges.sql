@@ -1,8 +1,25 @@
+{#- A view on DuckDB. On BigQuery an incremental table partitioned by day: each run reads only the lake
+    partitions (`dt`) from the latest day already loaded, replacing those days whole, so marts and tests read
+    native storage instead of re-reading every Parquet file of the bucket. -#}
+{{
+    config(
+        materialized=('incremental' if target.type == 'bigquery' else 'view'),
+        incremental_strategy='insert_overwrite',
+        partition_by=partition_by_day('snapshot_date'),
+        cluster_by=['exchange_id'],
+        on_schema_change='fail',
+    )
+}}
+
+{%- set first_day = recompute_from('snapshot_date') %}
+
 with
 
 source as (
 
     select * from {{ source('coincap', 'exchanges') }}
+    -- a constant filter on the hive partition: BigQuery prunes the files it reads (and requires a filter)
+    where dt >= {{ first_day }}
 
 ),
 
