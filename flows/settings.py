@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     bq_location: str = Field(default="US", alias="BQ_LOCATION")
     bq_dataset_prefix: str = Field(default="coincap_", alias="BQ_DATASET_PREFIX")
     bq_api_endpoint: str | None = Field(default=None, alias="BQ_API_ENDPOINT")  # an emulator, in tests
+    # Ad-hoc SQL (`coincap-pipeline sql` on gcp) refuses queries that would bill more than this.
+    bq_max_bytes_billed: int | None = Field(default=10 * 1024**3, ge=1, alias="BQ_MAX_BYTES_BILLED")
     api_key_secret: str = Field(default="coincap-api-key", alias="COINCAP_API_KEY_SECRET")
     work_pool: str = Field(default="coincap-cloud-run", alias="PIPELINE_WORK_POOL")
 

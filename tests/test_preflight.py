@@ -121,6 +121,13 @@ def test_marts_sql_that_reads_a_missing_table_fails_the_dry_run(world):
     assert problem.check == "marts SQL" and "fct_broken does not dry-run" in problem.line()
 
 
+def test_models_reading_tables_the_first_build_creates_are_not_problems(world):
+    marts_table = f"{world['settings'].bq_dataset('staging')}.stg_coincap__assets"
+    findings = preflight(world, statements={"fct_asset_daily": f"select * from {marts_table}"})
+    assert problems(findings) == []
+    assert "1 wait for the first dbt build" in findings[-1].line()
+
+
 def test_missing_settings_stop_before_calling_anything():
     findings = run_preflight(Settings(PIPELINE_TARGET="gcp"))  # type: ignore[call-arg]
     assert [f.line() for f in problems(findings)] == [

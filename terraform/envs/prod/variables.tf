@@ -145,8 +145,8 @@ variable "soft_delete_retention_days" {
 
 variable "staging_table_expiration_days" {
   type        = number
-  description = "Default lifetime of tables and views in the staging dataset, in days (dbt recreates them on each build); null keeps them."
-  default     = 30
+  description = "Default lifetime of tables in the staging dataset, in days; null (the default) keeps them: on BigQuery staging holds incremental tables with the whole history."
+  default     = null
   nullable    = true
 }
 

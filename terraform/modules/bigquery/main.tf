@@ -7,7 +7,7 @@ locals {
       expiration  = null
     }
     staging = {
-      description = "dbt staging and intermediate views: renamed, cast and deduplicated lake rows."
+      description = "dbt staging (incremental tables) and intermediate views: renamed, cast and deduplicated lake rows."
       expiration  = var.staging_table_expiration_days == null ? null : var.staging_table_expiration_days * local.ms_per_day
     }
     marts = {

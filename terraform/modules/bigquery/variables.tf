@@ -32,8 +32,8 @@ variable "labels" {
 
 variable "staging_table_expiration_days" {
   type        = number
-  description = "Default lifetime of tables and views in the staging dataset, in days; dbt recreates them on every build, so this only clears leftovers. null keeps them forever."
-  default     = 30
+  description = "Default lifetime of tables in the staging dataset, in days; null (the default) keeps them: staging holds dbt's incremental tables with the whole history."
+  default     = null
   nullable    = true
 
   validation {

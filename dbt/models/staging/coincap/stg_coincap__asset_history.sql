@@ -1,0 +1,102 @@
+{#- One row per asset, interval and point time, from the history backfill. A view on both engines: backfills
+    run by hand and rarely, so there is nothing to gain from copying the points. Deduplicated on
+    (asset_id, history_interval, price_time_ms), the latest backfill run winning: chunks on the fixed grid never
+    overlap, but a change of chunk sizes between versions would make them. -#}
+{{ config(materialized='view') }}
+
+{#- On DuckDB the source is a glob over the lake, which fails when it matches no file (no backfill has run
+    yet): then read an empty relation instead. The check runs when the view is built, so the `dbt build` after
+    the first backfill switches the view to the files. -#}
+{%- set lake_has_history = true %}
+{#- `is sameas true`: false when sqlfluff lints the template, so the lint reads the main branch -#}
+{%- if execute is sameas true and target.type == 'duckdb' %}
+    {%- set pattern = env_var('PIPELINE_LAKE_URI', 'set-PIPELINE_LAKE_URI') ~ '/coincap/asset_history/*/*/*.parquet' %}
+    {%- set found = run_query("select count(*) from glob('" ~ pattern ~ "')") %}
+    {%- set lake_has_history = found.columns[0].values()[0] > 0 %}
+{%- endif %}
+
+with
+
+source as (
+
+    {%- if lake_has_history %}
+
+        select * from {{ source('coincap_history', 'asset_history') }}
+        -- a filter on a hive partition that every file passes: BigQuery requires one on the raw external tables
+        -- (on `asset`, since `interval` is a reserved word there)
+        where asset >= ''
+
+    {%- else %}
+
+        select
+            cast(null as varchar) as asset_id,
+            cast(null as varchar) as history_interval,
+            cast(null as decimal(38, 18)) as priceUsd,
+            cast(null as bigint) as time,
+            cast(null as varchar) as date,
+            cast(null as decimal(38, 18)) as circulatingSupply,
+            cast(null as varchar) as snapshot_id,
+            cast(null as timestamptz) as snapshot_ts,
+            cast(null as timestamptz) as api_timestamp,
+            cast(null as varchar) as extra_fields
+        where 1 = 0
+
+    {%- endif %}
+
+),
+
+renamed as (
+
+    select
+        asset_id,
+        history_interval,
+        cast(time as {{ dbt.type_bigint() }}) as price_time_ms,
+        {{ ms_to_timestamp('time') }} as price_ts,
+        cast({{ ms_to_timestamp('time') }} as date) as price_date,
+        cast(priceUsd as {{ type_exact_decimal() }}) as price_usd,
+        cast(circulatingSupply as {{ type_exact_decimal() }}) as circulating_supply,
+        date as api_date_text,
+        snapshot_id as backfill_run_id,
+        snapshot_ts as fetched_at,
+        api_timestamp,
+        extra_fields as extra_fields_json
+
+    from source
+
+),
+
+deduplicated as (
+
+    select
+        *,
+        row_number() over (
+            partition by asset_id, history_interval, price_time_ms
+            order by fetched_at desc, api_timestamp desc nulls last
+        ) as duplicate_rank
+
+    from renamed
+
+),
+
+final as (
+
+    select
+        asset_id,
+        history_interval,
+        price_time_ms,
+        price_ts,
+        price_date,
+        price_usd,
+        circulating_supply,
+        api_date_text,
+        backfill_run_id,
+        fetched_at,
+        api_timestamp,
+        extra_fields_json
+
+    from deduplicated
+    where duplicate_rank = 1
+
+)
+
+select * from final

@@ -1,0 +1,88 @@
+{#- One row per price tick from the WebSocket stream. A view on both engines: the lake is the table, so a tick
+    is queryable as soon as its micro-batch file lands, with no rebuild. Deduplicated on the tick key
+    (connection_id, message_seq, asset_id): compaction writes its merged files before deleting the small ones,
+    and every copy of a tick is identical, so keeping any one copy is exact. -#}
+{{ config(materialized='view') }}
+
+{#- On DuckDB the source is a glob over the lake, which fails when it matches no file (no stream has run yet):
+    then read an empty relation instead. The check runs when the view is built, so after the first stream run
+    (which writes a schema-only file at once) the next `dbt build` switches the view to the files. -#}
+{%- set lake_has_ticks = true %}
+{#- `is sameas true`: false when sqlfluff lints the template, so the lint reads the main branch -#}
+{%- if execute is sameas true and target.type == 'duckdb' %}
+    {%- set pattern = env_var('PIPELINE_LAKE_URI', 'set-PIPELINE_LAKE_URI') ~ '/coincap/prices_stream/*/*.parquet' %}
+    {%- set found = run_query("select count(*) from glob('" ~ pattern ~ "')") %}
+    {%- set lake_has_ticks = found.columns[0].values()[0] > 0 %}
+{%- endif %}
+
+with
+
+source as (
+
+    {%- if lake_has_ticks %}
+
+        select * from {{ source('coincap_stream', 'prices_stream') }}
+        -- a constant filter on the hive partition: BigQuery requires one on the raw external tables
+        where dt >= cast('1970-01-01' as date)
+
+    {%- else %}
+
+        select
+            cast(null as varchar) as asset_id,
+            cast(null as decimal(38, 18)) as price_usd,
+            cast(null as timestamptz) as tick_ts,
+            cast(null as bigint) as message_seq,
+            cast(null as varchar) as connection_id,
+            cast(null as varchar) as batch_id,
+            cast(null as date) as dt
+        where 1 = 0
+
+    {%- endif %}
+
+),
+
+renamed as (
+
+    select
+        asset_id,
+        connection_id,
+        message_seq,
+        tick_ts,
+        cast(dt as date) as tick_date,
+        cast(price_usd as {{ type_exact_decimal() }}) as price_usd,
+        batch_id
+
+    from source
+
+),
+
+deduplicated as (
+
+    select
+        *,
+        row_number() over (
+            partition by connection_id, message_seq, asset_id
+            order by batch_id
+        ) as duplicate_rank
+
+    from renamed
+
+),
+
+final as (
+
+    select
+        asset_id,
+        connection_id,
+        message_seq,
+        tick_ts,
+        tick_date,
+        price_usd,
+        batch_id
+
+    from deduplicated
+    where duplicate_rank = 1
+
+)
+
+select * from final

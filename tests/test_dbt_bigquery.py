@@ -1,0 +1,346 @@
+"""The dbt project on the BigQuery target, without BigQuery: dbt's own runner with a stubbed connection.
+
+`run_dbt(settings, ...)` runs for real on the gcp target (profile, env, materializations, dispatched macros);
+only the connection is replaced: a small in-memory catalog answers dbt's API calls, and every SQL statement dbt
+would send is recorded instead of run. Two passes: a first build (nothing exists: CREATE TABLE/VIEW, data tests)
+and an incremental run (every table exists: insert_overwrite scripts). Each statement is parsed with sqlglot's
+BigQuery dialect (syntax only: sqlglot does not know BigQuery's semantics), and the marts' configs are checked
+in the manifest.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from flows.settings import Settings
+from flows.transform import DbtOutcome, dbt_env, run_dbt
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "example-project"
+LATEST_LOADED_DAY = "2026-11-20"  # what the stub answers when a model asks for its latest loaded partition
+SNAPSHOT_FACTS = {
+    "fct_asset_snapshots": ["asset_id"],
+    "fct_market_snapshots": ["exchange_id", "base_asset_id"],
+    "fct_rates": ["rate_id"],
+}
+INCREMENTAL = {
+    **SNAPSHOT_FACTS,
+    "fct_asset_daily": ["asset_id"],
+    "stg_coincap__assets": ["asset_id"],
+    "stg_coincap__rates": ["rate_id"],
+    "stg_coincap__exchanges": ["exchange_id"],
+    "stg_coincap__markets": ["exchange_id", "base_asset_id"],
+}
+
+
+@dataclass
+class FakeCatalog:
+    """What dbt asks the BigQuery API, answered from memory; `tables` maps 'dataset.table' to a Table."""
+
+    columns: dict[str, list[str]]  # model alias -> its documented columns
+    tables: dict[str, Any] = field(default_factory=dict)
+    statements: list[tuple[str, str]] = field(default_factory=list)  # (node unique id, SQL)
+    copies: list[tuple[list[str], str, str]] = field(default_factory=list)  # (sources, destination, disposition)
+
+    def add(self, dataset: str, name: str, kind: str) -> None:
+        from google.cloud import bigquery
+
+        base = re.sub(r"__dbt_tmp[0-9]*$", "", name)  # a temporary table has its model's columns
+        schema = [bigquery.SchemaField(c, "STRING") for c in self.columns.get(base, [])]
+        table = bigquery.Table(f"{PROJECT}.{dataset}.{name}", schema=schema)
+        table._properties["type"] = kind.upper()
+        self.tables[f"{dataset}.{name}"] = table
+
+
+class FakeClient:
+    """The few `google.cloud.bigquery.Client` calls dbt makes outside queries."""
+
+    def __init__(self, catalog: FakeCatalog) -> None:
+        self.catalog = catalog
+
+    def get_table(self, ref: Any, **_: Any) -> Any:
+        from google.api_core.exceptions import NotFound
+
+        key = f"{ref.dataset_id}.{ref.table_id}"
+        if key not in self.catalog.tables:
+            raise NotFound(f"Not found: Table {PROJECT}:{key}")
+        return copy.deepcopy(self.catalog.tables[key])
+
+    def list_tables(self, dataset: Any, **_: Any) -> list[Any]:
+        return [t for key, t in self.catalog.tables.items() if key.split(".")[0] == dataset.dataset_id]
+
+    def list_routines(self, dataset: Any, **_: Any) -> list[Any]:
+        return []
+
+    def get_routine(self, ref: Any, **_: Any) -> Any:
+        from google.api_core.exceptions import NotFound
+
+        raise NotFound(f"Not found: Routine {ref}")
+
+    def list_datasets(self, project: str | None = None, **_: Any) -> list[Any]:
+        from google.cloud import bigquery
+
+        return [bigquery.Dataset(f"{PROJECT}.{d}") for d in sorted({k.split(".")[0] for k in self.catalog.tables})]
+
+    def create_dataset(self, dataset: Any, **_: Any) -> Any:
+        return dataset
+
+    def update_table(self, table: Any, fields: list[str], **_: Any) -> Any:
+        return table
+
+    def delete_table(self, ref: Any, **_: Any) -> None:
+        return None
+
+    def copy_table(self, sources: list[Any], destination: Any, job_config: Any, **_: Any) -> Any:
+        self.catalog.copies.append(([s.table_id for s in sources], destination.table_id, job_config.write_disposition))
+        return mock.Mock()  # a copy job: .result() returns at once
+
+    def close(self) -> None:
+        return None
+
+    def query(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"dbt sent a query outside the stubbed execute: {args} {kwargs}")
+
+
+_CREATED = re.compile(r"create or replace (table|view) `[^`]+`\.`([^`]+)`\.`([^`]+)`", re.IGNORECASE)
+
+
+@contextmanager
+def stubbed_bigquery(catalog: FakeCatalog) -> Iterator[None]:
+    """Patch dbt-bigquery's connection: a FakeClient as the handle, statements recorded instead of run."""
+    from dbt.adapters.bigquery.connections import BigQueryAdapterResponse, BigQueryConnectionManager
+    from dbt.adapters.contracts.connection import ConnectionState
+    from dbt_common.clients import agate_helper
+
+    def open_connection(cls: type, connection: Any) -> Any:
+        connection.handle = FakeClient(catalog)
+        connection.state = ConnectionState.OPEN
+        return connection
+
+    def execute(self: Any, sql: str, auto_begin: bool = False, fetch: bool | None = None, limit: Any = None) -> Any:
+        node = self.get_thread_connection().name
+        catalog.statements.append((node, sql))
+        for kind, dataset, name in _CREATED.findall(sql):
+            if f"{dataset}.{name}" not in catalog.tables:
+                catalog.add(dataset, name, kind)
+        if fetch and node.startswith("test."):  # a data test: no failures
+            row = {"failures": 0, "should_warn": False, "should_error": False}
+            table = agate_helper.table_from_data_flat([row], list(row))
+        elif fetch:  # latest_loaded_day's partition query, or the partitions of a temporary table to copy
+            day = date.fromisoformat(LATEST_LOADED_DAY)
+            table = agate_helper.table_from_data_flat([{"day": day}], ["day"])
+        else:
+            table = agate_helper.empty_table()
+        return BigQueryAdapterResponse(_message="OK"), table
+
+    with (
+        mock.patch.object(BigQueryConnectionManager, "open", classmethod(open_connection)),
+        mock.patch.object(BigQueryConnectionManager, "execute", execute),
+    ):
+        yield
+
+
+@dataclass
+class BigQueryRuns:
+    settings: Settings
+    manifest: dict[str, Any]
+    first: DbtOutcome
+    incremental: DbtOutcome
+    first_sql: dict[str, list[str]]  # node unique id -> statements, first build
+    incremental_sql: dict[str, list[str]]  # the same for the incremental run
+    copies: dict[str, list[tuple[str, str, str]]]  # model -> (source, destination, disposition) copy jobs
+
+    def node(self, name: str) -> dict[str, Any]:
+        return next(n for n in self.manifest["nodes"].values() if n["resource_type"] == "model" and n["name"] == name)
+
+
+def _by_node(statements: list[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for node, sql in statements:
+        grouped.setdefault(node, []).append(sql)
+    return grouped
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryRuns]:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, PIPELINE_TARGET="gcp", GCP_PROJECT_ID=PROJECT, BQ_LOCATION="EU",
+        PIPELINE_DATA_DIR=tmp_path_factory.mktemp("dbt-bigquery"),
+    )  # fmt: skip
+    saved_env = dict(os.environ)  # run_dbt exports the gcp settings: later tests must not see them
+    try:
+        run_dbt(settings, "parse")
+        target = settings.data_dir.resolve() / "dbt" / "target"
+        parsed = json.loads((target / "manifest.json").read_text())
+        models = [n for n in parsed["nodes"].values() if n["resource_type"] == "model"]
+        catalog = FakeCatalog(columns={n["alias"]: list(n["columns"]) for n in models})
+
+        with stubbed_bigquery(catalog):
+            first = run_dbt(settings, "build", "--exclude-resource-type", "unit_test", raise_on_failure=False)
+        first_sql = _by_node(catalog.statements)
+        catalog.statements.clear()
+        with stubbed_bigquery(catalog):  # every table exists now: the incremental branch
+            incremental = run_dbt(settings, "run", raise_on_failure=False)
+        manifest = json.loads((target / "manifest.json").read_text())
+        copies: dict[str, list[tuple[str, str, str]]] = {}
+        for sources, destination, disposition in catalog.copies:
+            copies.setdefault(destination.split("$")[0], []).append((sources[0], destination, disposition))
+        incremental_sql = _by_node(catalog.statements)
+        yield BigQueryRuns(settings, manifest, first, incremental, first_sql, incremental_sql, copies)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def _model_sql(statements: dict[str, list[str]], name: str) -> str:
+    return "\n;\n".join(statements[f"model.coincap.{name}"])
+
+
+def _parse(sql: str) -> list[exp.Expression]:
+    return [e for e in sqlglot.parse(sql, read="bigquery", error_level=sqlglot.ErrorLevel.RAISE) if e is not None]
+
+
+def test_every_model_and_data_test_builds_on_the_bigquery_target(runs: BigQueryRuns) -> None:
+    models = [n for n in runs.manifest["nodes"].values() if n["resource_type"] == "model"]
+    assert len(models) >= 11 and set(INCREMENTAL) <= {n["name"] for n in models}
+    assert runs.first.ok, runs.first.failures
+    assert runs.first.statuses["success"] == len(models)
+    assert runs.first.statuses["pass"] > 90  # data tests
+    assert runs.incremental.ok, runs.incremental.failures
+    assert runs.incremental.statuses["success"] == len(models)
+
+
+def test_every_statement_parses_as_bigquery_sql(runs: BigQueryRuns) -> None:
+    statements = [
+        sql for by_node in (runs.first_sql, runs.incremental_sql) for sqls in by_node.values() for sql in sqls
+    ]
+    assert len(statements) > 120
+    for sql in statements:
+        try:
+            parsed = _parse(sql)
+        except sqlglot.errors.ParseError as exc:
+            pytest.fail(f"not BigQuery SQL: {str(exc).splitlines()[0]}\n{sql[:3000]}")
+        # sqlglot falls back to an opaque Command for statements it cannot parse: that is not a check
+        assert not [e for e in parsed if isinstance(e, exp.Command)], sql[:3000]
+
+
+def test_models_land_in_the_prefixed_datasets_and_read_the_raw_external_tables(runs: BigQueryRuns) -> None:
+    assert runs.node("stg_coincap__assets")["schema"] == "coincap_staging"
+    assert runs.node("int_asset_snapshots_daily")["schema"] == "coincap_staging"
+    assert runs.node("fct_rates")["schema"] == "coincap_marts"
+    assert runs.node("fct_rates")["database"] == PROJECT
+    for name, source in [("stg_coincap__assets", "assets"), ("stg_coincap__markets", "markets")]:
+        assert f"from `{PROJECT}`.`coincap_raw`.`{source}`" in _model_sql(runs.first_sql, name)
+    dim_sql = _model_sql(runs.first_sql, "dim_assets")
+    assert f"create or replace table `{PROJECT}`.`coincap_marts`.`dim_assets`" in dim_sql
+    assert f"`{PROJECT}`.`coincap_staging`.`stg_coincap__assets`" in dim_sql
+
+
+@pytest.mark.parametrize("name", sorted(INCREMENTAL))
+def test_incremental_models_are_partitioned_by_day_and_clustered(runs: BigQueryRuns, name: str) -> None:
+    config = runs.node(name)["config"]
+    day = "price_date" if name == "fct_asset_daily" else "snapshot_date"
+    assert config["materialized"] == "incremental"
+    assert config["incremental_strategy"] == "insert_overwrite"
+    assert config["partition_by"] == {"field": day, "data_type": "date", "granularity": "day", "copy_partitions": True}
+    assert config["cluster_by"] == INCREMENTAL[name]
+    assert config["on_schema_change"] == "fail"
+    expiring = name in SNAPSHOT_FACTS
+    assert config.get("partition_expiration_days") == (365 if expiring else None)
+    assert bool(config.get("require_partition_filter")) == (name == "fct_market_snapshots")
+
+    # the first build's CREATE carries the same, as BigQuery will see it
+    create = next(e for e in _parse(_model_sql(runs.first_sql, name)) if isinstance(e, exp.Create))
+    properties = {type(p).__name__: p for p in create.args["properties"].expressions}
+    assert properties["PartitionedByProperty"].sql("bigquery") == f"PARTITION BY {day}"
+    assert properties["ClusterProperty"].sql("bigquery") == f"CLUSTER BY {', '.join(INCREMENTAL[name])}"
+    options = {
+        p.name: p.args["value"].sql("bigquery") for p in create.args["properties"].expressions if p.key == "property"
+    }
+    assert options.get("partition_expiration_days") == ("365" if expiring else None)
+    assert options.get("require_partition_filter") == ("TRUE" if name == "fct_market_snapshots" else None)
+    layer = "staging" if name.startswith("stg_") else "marts"
+    assert options["labels"] == f"[('pipeline', 'coincap'), ('layer', '{layer}')]"
+
+
+@pytest.mark.parametrize("name", sorted(INCREMENTAL))
+def test_incremental_runs_replace_whole_days_read_with_constant_filters(runs: BigQueryRuns, name: str) -> None:
+    first, later = _model_sql(runs.first_sql, name), _model_sql(runs.incremental_sql, name)
+    # the latest loaded day comes from partition metadata, not from a scan of the table
+    assert "INFORMATION_SCHEMA.PARTITIONS" in later and f"table_name = '{name}'" in later
+    # and is a constant in the query, so BigQuery reads only the partitions from that day on
+    if name == "fct_asset_daily":  # 30 days of context for the windows, then the recomputed days only
+        assert f"where snapshot_date >= date_add(cast('{LATEST_LOADED_DAY}' as date), interval -30 day)" in later
+        assert f"where snapshot_date >= cast('{LATEST_LOADED_DAY}' as date)" in later
+    else:
+        column = "dt" if name.startswith("stg_") else "snapshot_date"
+        assert f"where {column} >= cast('{LATEST_LOADED_DAY}' as date)" in later
+        assert f"where {column} >= cast('1970-01-01' as date)" in first  # a first build reads everything
+
+    # insert_overwrite with copy_partitions: the recomputed days go to a temporary table, then each replaces its
+    # partition with a (free) copy job; no MERGE, no DML on the target
+    parsed = [e for sql in runs.incremental_sql[f"model.coincap.{name}"] for e in _parse(sql)]
+    creates = [e for e in parsed if isinstance(e, exp.Create)]
+    assert len(creates) == 1 and creates[0].this.name.startswith(f"{name}__dbt_tmp")
+    temporary = creates[0].this.name
+    assert not [m for e in parsed for m in e.find_all(exp.Merge, exp.Delete, exp.Insert)]
+    day = LATEST_LOADED_DAY.replace("-", "")
+    assert runs.copies[name] == [(f"{temporary}${day}", f"{name}${day}", "WRITE_TRUNCATE")]
+    assert isinstance(parsed[-1], exp.Drop) and parsed[-1].find(exp.Table).name == temporary
+
+
+def test_data_tests_of_partitioned_models_read_only_recent_days(runs: BigQueryRuns) -> None:
+    tests = [n for n in runs.manifest["nodes"].values() if n["resource_type"] == "test" and n.get("attached_node")]
+    assert len(tests) > 90
+    for test in tests:
+        model = test["attached_node"].split(".")[-1]
+        sql = "\n".join(runs.first_sql[test["unique_id"]])
+        if model in INCREMENTAL:  # the day-partitioned models: staging and the facts
+            day = "price_date" if model == "fct_asset_daily" else "snapshot_date"
+            assert f"where {day} >= date_sub(current_date(), interval 3 day)" in sql, test["name"]
+        else:  # dimensions and the intermediate view: everything
+            assert "current_date()" not in sql, test["name"]
+
+
+def test_the_granular_facts_expire_after_the_days_terraform_exposes(runs: BigQueryRuns) -> None:
+    import hcl2
+    import yaml
+
+    days = yaml.safe_load((ROOT / "dbt" / "dbt_project.yml").read_text())["vars"]["granular_partition_expiration_days"]
+    for module in ("envs/prod", "modules/bigquery"):
+        variables = hcl2.load((ROOT / "terraform" / module / "variables.tf").open())["variable"]
+        defaults = {name.strip('"'): body.get("default") for block in variables for name, body in block.items()}
+        assert defaults["granular_partition_expiration_days"] == days, module
+    for name in SNAPSHOT_FACTS:
+        assert runs.node(name)["config"]["partition_expiration_days"] == days
+
+
+def test_dbt_env_sets_the_gcp_names_and_keeps_the_local_ones(tmp_path: Path) -> None:
+    gcp = Settings(  # type: ignore[call-arg]
+        _env_file=None, PIPELINE_TARGET="gcp", GCP_PROJECT_ID=PROJECT, BQ_LOCATION="EU", BQ_DATASET_PREFIX="cc_",
+        PIPELINE_DATA_DIR=tmp_path,
+    )  # fmt: skip
+    env = dbt_env(gcp)
+    assert env["GCP_PROJECT_ID"] == PROJECT and env["BQ_LOCATION"] == "EU"
+    assert env["PIPELINE_SCHEMA_PREFIX"] == "cc_"
+    assert (env["BQ_DATASET_RAW"], env["BQ_DATASET_MARTS"]) == ("cc_raw", "cc_marts")
+    local = dbt_env(Settings(_env_file=None, PIPELINE_DATA_DIR=tmp_path))  # type: ignore[call-arg]
+    assert local["PIPELINE_DUCKDB_PATH"] == str(tmp_path.resolve() / "warehouse.duckdb")
+    assert local["PIPELINE_SCHEMA_PREFIX"] == ""  # a gcp prefix exported earlier in the process must not stick
+    assert not {"GCP_PROJECT_ID", "BQ_DATASET_RAW", "BQ_DATASET_MARTS"} & set(local)
