@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -552,6 +552,13 @@ class _Run:
 
     def fetch_asset(self, asset: str, chunks: list[Chunk]) -> None:
         """Fetch one asset's chunks in order (a 404 ends the asset at its first call)."""
+        try:
+            self._fetch_asset(asset, chunks)
+        except BaseException:
+            self.stop.set()  # auth, quota, an outage: no other thread sends another call
+            raise
+
+    def _fetch_asset(self, asset: str, chunks: list[Chunk]) -> None:
         previous_points: int | None = None  # points of the previous chunk, when fetched in this run
         for chunk in chunks:
             if self.stop.is_set():
@@ -612,9 +619,11 @@ class _Run:
             problem = f"points start {(times[0] - chunk.start_ms) // step} steps into the window (truncated?)"
         if problem:
             message = f"{chunk.asset_id} {chunk.interval} {chunk.start_ms}_{chunk.end_ms}: {problem}"
-            log.warning("suspicious history chunk %s", message)
             with self.lock:
                 self.report.suspicious.append(message)
+                count = len(self.report.suspicious)
+            if count <= 20:  # the report keeps them all; the log only the first few
+                log.warning("suspicious history chunk %s", message)
         with self.lock:
             self.answered += 1
 
@@ -766,8 +775,9 @@ class _Run:
                 if batch:
                     for item, valid, bad in self.validate(batch):
                         writes.add(writers.submit(self.land, item, valid, bad))
-                    if len(writes) > 64:  # bounded: memory stays flat when writes are slower than fetches
-                        done, writes = _wait_some(writes)
+                    while len(writes) > 64:  # bounded: memory stays flat when writes are slower than fetches
+                        done, pending = wait(writes, return_when=FIRST_COMPLETED)
+                        writes = set(pending)
                         _raise_first(done)
                 _raise_first(f for f in fetches if f.done())
                 finished, writes = _split_done(writes)
@@ -795,11 +805,6 @@ class _Run:
 def _split_done(futures: set[Future[None]]) -> tuple[list[Future[None]], set[Future[None]]]:
     done = [f for f in futures if f.done()]
     return done, futures.difference(done)
-
-
-def _wait_some(futures: set[Future[None]]) -> tuple[list[Future[None]], set[Future[None]]]:
-    done, pending = wait(futures, timeout=30, return_when=FIRST_EXCEPTION)
-    return list(done), set(pending)
 
 
 def _raise_first(futures: Any) -> None:
@@ -1038,11 +1043,13 @@ class BackfillBenchmark:
 
 
 BENCH_KEY = "benchmark-key"
-_AS_OF = datetime(2025, 11, 21, 18, tzinfo=UTC)  # the stand-in's fixed "now" (catalog.DEFAULT_AS_OF_MS)
 
 
 def _bench_range(years: int) -> tuple[date, date]:
-    end = _AS_OF.date()
+    """`years` x 365 days up to the stand-in's fixed "now", whose synthetic history ends that day."""
+    from flows.local_api.catalog import DEFAULT_AS_OF_MS
+
+    end = datetime.fromtimestamp(DEFAULT_AS_OF_MS / 1000, UTC).date()
     return end - timedelta(days=365 * years), end
 
 
@@ -1087,7 +1094,13 @@ def _history_requests(stats: dict[str, Any]) -> dict[str, int]:
 
 
 def benchmark_backfill(
-    n_assets: int = 2000, years: int = 3, *, workers: int = DEFAULT_WORKERS, kill_at: float = 0.4
+    n_assets: int = 2000,
+    years: int = 3,
+    *,
+    workers: int = DEFAULT_WORKERS,
+    kill_at: float = 0.4,
+    server_delay_s: float = 0.0,
+    timed_run: bool = True,
 ) -> BackfillBenchmark:
     """Backfill `years` of d1 history for `n_assets` assets from a local stand-in in another process, timed in
     a fresh interpreter; then SIGKILL a second run at `kill_at` of its chunks, resume it, and check that no
@@ -1095,43 +1108,50 @@ def benchmark_backfill(
     import signal
     import subprocess
 
-    from flows.local_api import serve_in_subprocess
+    from flows.local_api import Faults, serve_in_subprocess
 
     start, end = _bench_range(years)
     days = (end - start).days + 1
+    points = n_assets * days  # the stand-in serves one d1 point per day, all inside the range
+    chunks = n_assets * len(plan_chunks("x", "d1", start, end, int(datetime.now(UTC).timestamp() * 1000)))
     server, base_url = serve_in_subprocess(
         assets=n_assets, exchanges=5, markets=10, history_days=days, history_assets=n_assets,
-        history_interval="d1", api_key=BENCH_KEY, timeout_s=120,
+        history_interval="d1", api_key=BENCH_KEY, timeout_s=120, faults=Faults(delay_s=server_delay_s),
     )  # fmt: skip
     try:
         with tempfile.TemporaryDirectory(prefix="coincap-backfill-bench-") as tmp:
-            # 1. one timed run, in its own interpreter so its peak RSS is its own
-            server_cpu = _cpu_seconds(server.pid)
-            done = subprocess.run(
-                _child_command(base_url, Path(tmp) / "timed", n_assets, years, workers),
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            server_cpu = _cpu_seconds(server.pid) - server_cpu
-            if done.returncode != 0:
-                raise RuntimeError(f"benchmark run failed:\n{done.stderr[-3000:]}")
-            timed = json.loads(done.stdout.strip().splitlines()[-1])
-            points, _ = _lake_points(Path(tmp) / "timed" / "lake")
+            timed: dict[str, Any] = {"seconds": 0.0, "cpu_seconds": 0.0, "peak_rss_mib": 0.0, "report": {}}
+            server_cpu = 0.0
+            if timed_run:  # 1. one timed run, in its own interpreter so its peak RSS is its own
+                server_cpu = _cpu_seconds(server.pid)
+                done = subprocess.run(
+                    _child_command(base_url, Path(tmp) / "timed", n_assets, years, workers),
+                    capture_output=True, text=True, check=False,
+                )  # fmt: skip
+                server_cpu = _cpu_seconds(server.pid) - server_cpu
+                if done.returncode != 0:
+                    raise RuntimeError(f"benchmark run failed:\n{done.stderr[-3000:]}")
+                timed = json.loads(done.stdout.strip().splitlines()[-1])
+                timed_rows, timed_distinct = _lake_points(Path(tmp) / "timed" / "lake")
+                if not timed_rows == timed_distinct == points:
+                    raise RuntimeError(
+                        f"the timed run landed {timed_rows} points ({timed_distinct} distinct), not {points}"
+                    )
 
-            # 2. kill a second run part-way, then resume it
+            # 2. kill a run part-way (SIGKILL: no cleanup of any kind), then resume it
             data_dir = Path(tmp) / "killed"
             lake = data_dir / "lake" / ZONE_DATA / DATASET
             child = subprocess.Popen(
                 _child_command(base_url, data_dir, n_assets, years, workers),
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            target = int(timed["report"]["chunks_total"] * kill_at)
             try:
-                while child.poll() is None and _count_objects(lake) < target:
-                    time.sleep(0.05)
+                while child.poll() is None and _count_objects(lake) < int(chunks * kill_at):
+                    time.sleep(0.02)
             finally:
                 child.send_signal(signal.SIGKILL)
                 child.wait()
-            time.sleep(0.5)  # let the server finish answering what the killed process had sent
+            time.sleep(0.5)  # let the server answer what the killed process had already sent
             landed = {_chunk_of(p) for p in lake.rglob("*.parquet")}
             before = _history_requests(_server_stats(base_url))
             resumed = subprocess.run(
@@ -1142,22 +1162,20 @@ def benchmark_backfill(
                 raise RuntimeError(f"resumed benchmark run failed:\n{resumed.stderr[-3000:]}")
             after = _history_requests(_server_stats(base_url))
             now_ms = int(datetime.now(UTC).timestamp() * 1000)
-            refetched = 0
-            expected_requests = 0
-            ids = [k.split("/")[-2] for k in after]
-            for asset in ids:
-                chunks = plan_chunks(asset, "d1", start, end, now_ms)
-                missing = [c for c in chunks if (c.asset_id, c.start_ms) not in landed or c.is_open(now_ms)]
+            refetched = expected_requests = 0
+            for path in after:
+                asset = path.split("/")[-2]
+                planned = plan_chunks(asset, "d1", start, end, now_ms)
+                missing = [c for c in planned if (asset, c.start_ms) not in landed or c.is_open(now_ms)]
                 expected_requests += len(missing)
-                got = after.get(f"/v3/assets/{asset}/history", 0) - before.get(f"/v3/assets/{asset}/history", 0)
-                refetched += max(0, got - len(missing))
+                refetched += max(0, after[path] - before.get(path, 0) - len(missing))
             total_points, distinct = _lake_points(data_dir / "lake")
             report = timed["report"]
             return BackfillBenchmark(
-                assets=n_assets, years=years, chunks=report["chunks_total"], points=points,
+                assets=n_assets, years=years, chunks=chunks, points=points,
                 seconds=round(timed["seconds"], 2), cpu_seconds=round(timed["cpu_seconds"], 2),
                 server_cpu_seconds=round(server_cpu, 2), peak_rss_mib=round(timed["peak_rss_mib"], 1),
-                credits=report["credits_used"], estimated_credits=report["estimated_credits"],
+                credits=report.get("credits_used", 0), estimated_credits=report.get("estimated_credits", 0),
                 killed_after_chunks=len(landed),
                 resume_requests=sum(after.values()) - sum(before.values()),
                 resume_expected_requests=expected_requests, refetched_finished_chunks=refetched,

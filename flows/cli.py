@@ -202,6 +202,43 @@ def preflight(data_dir: DataDirOpt = None) -> None:
     out.print("[green]ready:[/] `prefect --no-prompt deploy --all` next.")
 
 
+@app.command()
+def stream(
+    assets: Annotated[str, typer.Option(help="Comma list of asset ids, or ALL.")] = "bitcoin,ethereum",
+    minutes: Annotated[
+        float | None, typer.Option(help="Stop after this many minutes (default: run until Ctrl-C).")
+    ] = None,
+    batch_seconds: Annotated[float, typer.Option(help="Write a micro-batch every this many seconds.")] = 2.0,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Stream live prices from CoinCap's WebSocket into the lake (paid plans; 1 credit per minute connected)."""
+    settings = load_settings(data_dir=data_dir)
+    if not settings.api_key_value:
+        raise ConfigError(
+            "Streaming needs COINCAP_API_KEY (CoinCap's WebSocket is for paid plans).",
+            "Set it, or try `python -m flows.stream --seconds 30` against the local stand-in.",
+        )
+    use_settings(settings)
+    from flows.stream import stream_flow
+
+    wanted = [a.strip() for a in assets.split(",") if a.strip()]
+    summary = stream_flow(assets=wanted, batch_seconds=batch_seconds, max_minutes=minutes)
+    out.print(summary)
+
+
+@app.command()
+def maintenance(data_dir: DataDirOpt = None, target: TargetOpt = None) -> None:
+    """Compact the price stream and apply the retention policy (PIPELINE_GRANULAR_RETENTION_DAYS, default 365)."""
+    use_settings(load_settings(data_dir=data_dir, target=target))
+    from flows.maintenance import maintenance_flow
+
+    report = maintenance_flow()
+    out.print(
+        f"kept granular data from {report.cutoff}; removed {len(report.objects_deleted):,} lake objects and "
+        f"{sum(report.rows_deleted.values()):,} snapshot rows; daily aggregates kept"
+    )
+
+
 @app.command("plan-credits")
 def plan_credits(
     prefect_file: Annotated[Path, typer.Option(help="Deployments whose schedules to plan.")] = Path("prefect.yaml"),

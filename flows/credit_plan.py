@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from flows.errors import ConfigError
 from flows.settings import Settings
 
 PLANS: dict[str, int] = {
@@ -116,7 +117,10 @@ def plan(
     measured_bytes_per_record: Mapping[str, float] | None = None,
 ) -> list[DeploymentCost]:
     """The monthly cost of every scheduled deployment in `prefect_yaml`, under its own scope."""
-    config = yaml.safe_load(prefect_yaml.read_text())
+    try:
+        config = yaml.safe_load(prefect_yaml.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{prefect_yaml} is not valid YAML ({str(exc).splitlines()[0]}).", "Fix the file.") from None
     measured = measured_bytes_per_record or {}
     costs = []
     for deployment in config.get("deployments", []):
@@ -135,8 +139,11 @@ def plan(
         runs = sum(runs_per_month(s["cron"], s.get("timezone", "UTC")) for s in schedules)
         if flow_name == "stream_flow" and deployment.get("schedules") is None:
             runs = 1.0  # long-running: one run a month, always connected
-        label = ", ".join(s["cron"] for s in schedules) or (
-            "always on" if flow_name == "stream_flow" else "on trigger" if deployment.get("triggers") else "manual"
+        paused = [s["cron"] for s in deployment.get("schedules") or [] if not s.get("active", True)]
+        label = (
+            ", ".join(s["cron"] for s in schedules)
+            or (f"off ({', '.join(paused)})" if paused else "")
+            or ("always on" if flow_name == "stream_flow" else "on trigger" if deployment.get("triggers") else "manual")
         )
         costs.append(DeploymentCost(deployment["name"], label, runs, sum(per_run.values()), per_run))
     return costs

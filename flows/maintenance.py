@@ -123,7 +123,34 @@ def retention_task() -> RetentionReport:
     return report
 
 
+def compact_stream(settings: Settings, now: datetime | None = None) -> list[str]:
+    """Compact every day of stream micro-batches (finished days whole, today's finished hours); return files written."""
+    from flows.lake.compaction import compact
+
+    storage = lake_storage(settings)
+    days = sorted(
+        {date.fromisoformat(m.group(1)) for k in storage.list("coincap/prices_stream/") if (m := _DT.search(k))}
+    )
+    written: list[str] = []
+    for day in days:
+        if day == PLACEHOLDER_DAY.date():
+            continue
+        written += compact(
+            storage, "prices_stream", day=day, now=now, staging_dir=settings.data_dir.resolve() / "staging"
+        ).written
+    return written
+
+
+@task(name="compact-stream", retries=1, retry_delay_seconds=30, timeout_seconds=3600, cache_policy=NO_CACHE)
+def compact_task() -> list[str]:
+    """Merge the stream's small files into large ones (no tick lost or duplicated; re-runs are idempotent)."""
+    written = compact_stream(current_settings())
+    get_run_logger().info("compaction: %d merged files written", len(written))
+    return written
+
+
 @flow(name="maintenance", log_prints=True)
 def maintenance_flow() -> RetentionReport:
-    """Daily upkeep: apply the retention policy (granular data past PIPELINE_GRANULAR_RETENTION_DAYS)."""
+    """Daily upkeep: compact the price stream, then apply the retention policy (PIPELINE_GRANULAR_RETENTION_DAYS)."""
+    compact_task()
     return retention_task()

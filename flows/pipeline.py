@@ -27,6 +27,7 @@ from flows.lake.factory import lake_storage
 from flows.lake.parquet import ensure_readable
 from flows.settings import current_settings
 from flows.snapshot_id import PATTERN, Snapshot
+from flows.stream import GAP_SCHEMA, TICK_SCHEMA
 from flows.transform import DbtOutcome, run_dbt
 from flows.warehouse.factory import warehouse
 
@@ -125,6 +126,7 @@ def dbt_task(full_refresh: bool = False) -> DbtOutcome:
     """Build and test the marts (`dbt build`)."""
     settings = current_settings()
     schemas = {name: contract.arrow_schema() for name, contract in CONTRACTS.items()}
+    schemas.update(prices_stream=TICK_SCHEMA, prices_stream_gaps=GAP_SCHEMA)  # read by dbt even if never streamed
     ensure_readable(lake_storage(settings), schemas, settings.data_dir.resolve() / "staging")
     outcome = run_dbt(settings, "build", *(["--full-refresh"] if full_refresh else []))
     get_run_logger().info("dbt build: %s in %.1fs", dict(outcome.statuses), outcome.seconds)

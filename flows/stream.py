@@ -160,7 +160,11 @@ class BatchReport:
 
 @dataclass
 class Gap:
-    """A time without a connection: from losing `connection_id` to opening the next one."""
+    """A time without a connection: from losing `connection_id` to opening the next one.
+
+    `disconnected_at` is when the loss was noticed (for a stall, the idle timeout after the last message);
+    messages the server sent after `last_message_seq` on that connection were lost in flight.
+    """
 
     connection_id: str
     last_message_seq: int
@@ -718,7 +722,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Measure tick-to-queryable freshness of the price stream.")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--batch-seconds", type=float, default=1.0)
+    parser.add_argument("--assets", default="bitcoin,ethereum", help="comma list of slugs, or ALL")
     parser.add_argument("--ws-url", default=None, help="a real stream (needs COINCAP_API_KEY); default: local stand-in")
     args = parser.parse_args()
-    real = current_settings() if args.ws_url else None
-    print(measure_freshness(real, seconds=args.seconds, batch_seconds=args.batch_seconds, ws_url=args.ws_url).line())
+    report = measure_freshness(
+        current_settings() if args.ws_url else None,
+        seconds=args.seconds,
+        batch_seconds=args.batch_seconds,
+        assets=args.assets.split(","),
+        ws_url=args.ws_url,
+    )
+    print(report.line())

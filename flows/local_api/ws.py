@@ -1,8 +1,9 @@
 """A CoinCap-v3-compatible price WebSocket on 127.0.0.1 (`/prices?assets=...&apiKey=...`), with faults on demand.
 
 Like `wss://wss.coincap.io/prices`, each message is a JSON object mapping asset ids to price strings with 18
-decimals (`{"bitcoin":"87711.199999999997089617"}`), listing the assets whose price moved. Prices follow a
-seeded random walk, and every frame sent is recorded, so tests can compare what was sent with what landed.
+decimals (`{"bitcoin":"87711.199999999997089617"}`); here each message lists a random non-empty subset of the
+subscribed assets. Prices follow a seeded random walk, and every frame sent is recorded, so tests can compare
+what was sent with what landed. How the real server refuses a bad key is not documented: both ways are offered.
 """
 
 from __future__ import annotations
@@ -282,7 +283,7 @@ class StubPriceStream:
             if faults.pause_every and seq % faults.pause_every == 0 and faults.pause_s > 0:
                 with self._lock:
                     allowed = faults.max_pauses is None or self._pauses < faults.max_pauses
-                    self._pauses += allowed
+                    self._pauses += 1 if allowed else 0
                 if allowed:
                     await asyncio.sleep(faults.pause_s)
             await asyncio.sleep(self.interval_s)
@@ -314,7 +315,7 @@ class StubPriceStream:
 
 
 def _garbage(kind: GarbageKind, walk: _Walk) -> tuple[str, GarbageKind, Any]:
-    """A frame a real feed has been seen to send now and then, or a broken proxy could."""
+    """Garbage of the kinds a feed, or a broken proxy in front of it, could send."""
     if kind == "not_json":
         return "<html><body>502 Bad Gateway</body></html>", kind, None
     if kind == "not_object":
