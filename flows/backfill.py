@@ -167,6 +167,19 @@ def skipped_key(interval: str, asset_id: str) -> str:
     return f"{ZONE_DATA}/{SKIPPED_DATASET}/interval={interval}/{asset_id}.parquet"
 
 
+# A zero-row file (schema only) for a lake without history: BigQuery's external table fails on an empty prefix.
+# `_placeholder` can never be an asset id (ids start with a letter or digit), so no backfill reads or replaces it.
+PLACEHOLDER_KEY = f"{ZONE_DATA}/{DATASET}/interval=d1/asset=_placeholder/0_0.parquet"
+
+
+def ensure_history_readable(storage: LakeStorage, staging_dir: Path) -> list[str]:
+    """Write the placeholder when the lake has no history file yet; return the keys written."""
+    if storage.list(f"{ZONE_DATA}/{DATASET}/"):
+        return []
+    StagedParquet(ASSET_HISTORY.arrow_schema(), staging_dir).publish(storage, PLACEHOLDER_KEY)
+    return [PLACEHOLDER_KEY]
+
+
 def _day_ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
@@ -446,11 +459,8 @@ class _RunningMeter(CreditMeter):
 
 
 class _Budget:
-    """Reserve a call's worst case before it is sent; the run stops rather than cross `limit`.
-
-    Holds as long as each call costs at most its reservation: the largest answer the chunk allows, plus one
-    credit per failed attempt the client may retry (CoinCap's error bodies are far under 2,500 bytes).
-    """
+    """Reserve a call's worst case before sending it: the largest answer its chunk allows, plus a credit per
+    attempt the client may retry (error bodies are far under 2,500 bytes). The run stops rather than cross `limit`."""
 
     def __init__(self, limit: int | None, meter: _RunningMeter, retry_allowance: int) -> None:
         self.limit = limit
@@ -997,14 +1007,33 @@ def backfill_flow(
     """Backfill CoinCap price history into the lake: chunked, resumable, within a credit budget."""
     default_start, default_end = default_range()
     start, end = start or default_start, end or default_end
-    resolved = plan_backfill_task(assets, interval, start, end, max_credits)
-    budget = None if max_credits is None else max(0, max_credits - resolved.listing_credits)
-    report = backfill_task(resolved.assets, interval, start, end, budget)
+    plan_step, fetch_step = plan_backfill_task, backfill_task
+    if max_credits is not None:
+        # a task retry would get the whole budget again; re-running the flow resumes with what is left
+        plan_step, fetch_step = plan_step.with_options(retries=0), fetch_step.with_options(retries=0)
+    store = warehouse(current_settings())
+    started = datetime.now(UTC)
+    try:
+        resolved = plan_step(assets, interval, start, end, max_credits)
+        budget = None if max_credits is None else max(0, max_credits - resolved.listing_credits)
+        report = fetch_step(resolved.assets, interval, start, end, budget)
+    except Exception as exc:
+        store.record_runs(
+            [
+                {
+                    "flow_run_id": _flow_run_id(),
+                    "snapshot_id": Snapshot.now().id,
+                    "step": f"{DATASET}:{interval}",
+                    "status": "failed",
+                    "started_at": started,
+                    "error": str(exc)[:500],
+                }
+            ]
+        )
+        raise
     report.credits_used += resolved.listing_credits
     report.max_credits = max_credits
-    warehouse(current_settings()).record_runs(
-        [{**report.as_row(), "flow_run_id": _flow_run_id(), "status": "completed"}]
-    )
+    store.record_runs([{**report.as_row(), "flow_run_id": _flow_run_id(), "status": "completed"}])
     print(report.summary())
     return report
 
@@ -1039,6 +1068,21 @@ class BackfillBenchmark:
             self.refetched_finished_chunks == 0
             and self.resume_requests == self.resume_expected_requests
             and self.points_after_resume == self.distinct_points_after_resume == self.points
+        )
+
+    def lines(self) -> Iterator[str]:
+        """The result for people: what ran, how fast, and whether the kill-and-resume check held."""
+        yield f"{self.assets:,} assets x {self.years} years of d1: {self.chunks:,} chunks, {self.points:,} points"
+        yield (
+            f"  {self.seconds:.1f}s wall, {self.cpu_seconds:.1f}s CPU in the backfill process "
+            f"(server: {self.server_cpu_seconds:.1f}s CPU in its own process), peak RSS {self.peak_rss_mib:.0f} MiB"
+        )
+        yield f"  credits: {self.credits:,} used, {self.estimated_credits:,} estimated"
+        yield (
+            f"  kill and resume: killed after {self.killed_after_chunks:,} chunks landed; resume made "
+            f"{self.resume_requests:,} requests ({self.resume_expected_requests:,} expected), refetched "
+            f"{self.refetched_finished_chunks} finished chunks; {self.points_after_resume:,} points, "
+            f"{self.distinct_points_after_resume:,} distinct -> {'OK' if self.ok else 'FAILED'}"
         )
 
 
@@ -1102,9 +1146,8 @@ def benchmark_backfill(
     server_delay_s: float = 0.0,
     timed_run: bool = True,
 ) -> BackfillBenchmark:
-    """Backfill `years` of d1 history for `n_assets` assets from a local stand-in in another process, timed in
-    a fresh interpreter; then SIGKILL a second run at `kill_at` of its chunks, resume it, and check that no
-    finished chunk was fetched again and that every point landed once."""
+    """Time a d1 backfill of `n_assets` x `years` from a stand-in in another process; then SIGKILL a second run
+    at `kill_at` of its chunks, resume it, and check that no finished chunk is refetched and each point lands once."""
     import signal
     import subprocess
 
@@ -1221,21 +1264,6 @@ def _run_child(argv: list[str]) -> dict[str, Any]:
     }
 
 
-def _iter_lines(result: BackfillBenchmark) -> Iterator[str]:
-    yield f"{result.assets:,} assets x {result.years} years of d1: {result.chunks:,} chunks, {result.points:,} points"
-    yield (
-        f"  {result.seconds:.1f}s wall, {result.cpu_seconds:.1f}s CPU in the backfill process "
-        f"(server: {result.server_cpu_seconds:.1f}s CPU in its own process), peak RSS {result.peak_rss_mib:.0f} MiB"
-    )
-    yield f"  credits: {result.credits:,} used, {result.estimated_credits:,} estimated"
-    yield (
-        f"  kill and resume: killed after {result.killed_after_chunks:,} chunks landed; resume made "
-        f"{result.resume_requests:,} requests ({result.resume_expected_requests:,} expected), refetched "
-        f"{result.refetched_finished_chunks} finished chunks; {result.points_after_resume:,} points, "
-        f"{result.distinct_points_after_resume:,} distinct -> {'OK' if result.ok else 'FAILED'}"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     """`python -m flows.backfill benchmark [--assets N] [--years Y]`, or `run` (the benchmark's child)."""
     import argparse
@@ -1252,7 +1280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
     args = parser.parse_args(argv)
     result = benchmark_backfill(args.assets, args.years, workers=args.workers)
-    for line in _iter_lines(result):
+    for line in result.lines():
         print(line)
     print(json.dumps({**asdict(result), "ok": result.ok}))
     return 0 if result.ok else 1

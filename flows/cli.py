@@ -203,6 +203,38 @@ def preflight(data_dir: DataDirOpt = None) -> None:
 
 
 @app.command()
+def backfill(
+    assets: Annotated[
+        list[str] | None, typer.Option("--asset", "-a", help="Asset ids (repeatable); default: every listed asset.")
+    ] = None,
+    interval: Annotated[str, typer.Option(help="m1 m5 m15 m30 h1 h2 h6 h12 or d1.")] = "d1",
+    start: Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD (default: 3 years ago).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD (default: today).")] = None,
+    max_credits: Annotated[int | None, typer.Option(help="Never spend more than this many credits.")] = None,
+    estimate_only: Annotated[bool, typer.Option("--estimate-only", help="Print the credit estimate and stop.")] = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Backfill price history into the lake: chunked, resumable (finished chunks are skipped), credit-capped."""
+    from datetime import date
+
+    from flows.backfill import backfill_flow, estimate_backfill_credits
+
+    settings = load_settings(data_dir=data_dir)
+    try:
+        first, last = (date.fromisoformat(d) if d else None for d in (start, end))
+    except ValueError:
+        raise ConfigError("--start and --end must look like 2024-01-31.", "Fix the date.") from None
+    with _demo_api(settings) as effective:
+        use_settings(effective)
+        estimate = estimate_backfill_credits(effective, assets or 2000, interval, first, last)
+        out.print(f"estimate: {estimate.describe()}" + ("" if assets else " (for ~2,000 listed assets)"))
+        if estimate_only:
+            return
+        report = backfill_flow(assets=assets, interval=interval, start=first, end=last, max_credits=max_credits)
+    out.print(report.summary())
+
+
+@app.command()
 def stream(
     assets: Annotated[str, typer.Option(help="Comma list of asset ids, or ALL.")] = "bitcoin,ethereum",
     minutes: Annotated[

@@ -127,7 +127,11 @@ def dbt_task(full_refresh: bool = False) -> DbtOutcome:
     settings = current_settings()
     schemas = {name: contract.arrow_schema() for name, contract in CONTRACTS.items()}
     schemas.update(prices_stream=TICK_SCHEMA, prices_stream_gaps=GAP_SCHEMA)  # read by dbt even if never streamed
-    ensure_readable(lake_storage(settings), schemas, settings.data_dir.resolve() / "staging")
+    from flows.backfill import ensure_history_readable  # backfill imports this module's task helpers
+
+    staging = settings.data_dir.resolve() / "staging"
+    ensure_readable(lake_storage(settings), schemas, staging)
+    ensure_history_readable(lake_storage(settings), staging)
     outcome = run_dbt(settings, "build", *(["--full-refresh"] if full_refresh else []))
     get_run_logger().info("dbt build: %s in %.1fs", dict(outcome.statuses), outcome.seconds)
     return outcome

@@ -45,7 +45,7 @@ README = ROOT / "deployments" / "README.md"
 PREFECT = Path(sys.executable).parent / "prefect"
 
 GCP_POOL = "coincap-cloud-run"
-GCP_DEPLOYMENTS = {"snapshot", "reference-data", "dbt-build", "maintenance", "stream"}
+GCP_DEPLOYMENTS = {"snapshot", "reference-data", "dbt-build", "maintenance", "stream", "backfill"}
 LOCAL_DEPLOYMENTS = {"snapshot-local", "assets-local", "dbt-build-local"}
 # What `terraform output` gives; example values only.
 GCP_ENV = {
@@ -440,7 +440,7 @@ def _read(client: Any, flow_and_name: str) -> Any:
 
 
 FLOW_OF = {"snapshot": "snapshot", "reference-data": "snapshot", "dbt-build": "dbt-build",
-           "maintenance": "maintenance", "stream": "stream",
+           "maintenance": "maintenance", "stream": "stream", "backfill": "backfill",
            "snapshot-local": "snapshot", "assets-local": "assets", "dbt-build-local": "dbt-build"}  # fmt: skip
 
 

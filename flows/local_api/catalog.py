@@ -138,12 +138,8 @@ class Catalog:
 
 
 class SyntheticHistory(MutableMapping[str, list[Record]]):
-    """Price points per asset, generated on first access from (seed, slug, interval) and kept in a small cache.
-
-    Years of minute or daily points for thousands of assets cost nothing until served. Assigning a list to a
-    slug replaces its series and `del` removes it (tests corrupt or delist an asset this way); change a series
-    by assigning a new list, not by mutating a returned one (it may be regenerated).
-    """
+    """Price points per asset, generated on first access from (seed, slug, interval), so years of points for
+    thousands of assets cost nothing until served. Assign a new list to replace a series, `del` to delist it."""
 
     def __init__(
         self,

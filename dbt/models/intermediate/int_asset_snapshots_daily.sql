@@ -1,12 +1,32 @@
 {#- One row per asset per UTC day, aggregated from that day's snapshots. Exact decimals where the operation is
     exact (open, high, low, close, values at close); the average price and the VWAP are computed in 64-bit
-    floats (a DECIMAL(38, 18) product would overflow on DuckDB and averages are not exact anyway). -#}
+    floats (a DECIMAL(38, 18) product would overflow on DuckDB and averages are not exact anyway).
+    Days on which an asset has no snapshot (before its first one, or when a snapshot run failed) come from the
+    history backfill's d1 point, CoinCap's average price of that UTC day: snapshots win on days that have them,
+    so no day is counted twice. `price_source` tells the two apart. -#}
 
 with
 
 asset_snapshots as (
 
     select * from {{ ref('stg_coincap__assets') }}
+
+),
+
+asset_history as (
+
+    select
+        asset_id,
+        price_date,
+        price_usd,
+        -- one d1 point per UTC day; should CoinCap ever send two, the later one wins
+        row_number() over (
+            partition by asset_id, price_date
+            order by price_time_ms desc
+        ) as nth_of_day
+
+    from {{ ref('stg_coincap__asset_history') }}
+    where history_interval = 'd1'
 
 ),
 
@@ -32,7 +52,7 @@ ordered as (
 
 ),
 
-final as (
+snapshot_days as (
 
     select
         asset_id,
@@ -55,6 +75,51 @@ final as (
 
     from ordered
     group by asset_id, snapshot_date
+
+),
+
+history_days as (
+
+    -- the d1 point is the day's average: it stands for open, high, low, close and average alike
+    select
+        asset_history.asset_id,
+        asset_history.price_date as snapshot_date,
+        cast(0 as {{ dbt.type_bigint() }}) as snapshot_count,
+        null as first_snapshot_ts,
+        null as last_snapshot_ts,
+        asset_history.price_usd as open_price_usd,
+        asset_history.price_usd as high_price_usd,
+        asset_history.price_usd as low_price_usd,
+        asset_history.price_usd as close_price_usd,
+        {{ dbt.safe_cast('asset_history.price_usd', dbt.type_float()) }} as avg_price_usd,
+        null as vwap_usd,
+        null as close_market_cap_usd,
+        null as close_volume_usd_24h
+
+    from asset_history
+    left join snapshot_days
+        on
+            asset_history.asset_id = snapshot_days.asset_id
+            and asset_history.price_date = snapshot_days.snapshot_date
+    where
+        asset_history.nth_of_day = 1
+        and snapshot_days.asset_id is null
+
+),
+
+final as (
+
+    select
+        *,
+        'snapshots' as price_source
+    from snapshot_days
+
+    union all
+
+    select
+        *,
+        'history' as price_source
+    from history_days
 
 )
 

@@ -121,6 +121,7 @@ final as (
         vwap_usd,
         close_market_cap_usd,
         close_volume_usd_24h,
+        price_source,
         100 * (close_price_float / nullif(close_1d_earlier, 0) - 1) as pct_change_1d,
         100 * (close_price_float / nullif(close_7d_earlier, 0) - 1) as pct_change_7d,
         100 * (close_price_float / nullif(close_30d_earlier, 0) - 1) as pct_change_30d,
