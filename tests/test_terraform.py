@@ -346,11 +346,13 @@ def test_datasets_and_external_tables() -> None:
         external = one(table, "external_data_configuration")
         hive = one(external, "hive_partitioning_options")
         assert hive.get("require_partition_filter") is True, f"{where}: queries must filter on the partition"
-        assert hive["mode"] == "CUSTOM" and hive["source_uri_prefix"].endswith("/{dt:DATE}"), where
         assert external["source_format"] == "PARQUET" and external["autodetect"] is False, where
-        assert external["source_uris"] == ["gs://${var.bucket_name}/coincap/${each.key}/*"], where
-        assert hive["source_uri_prefix"] == "gs://${var.bucket_name}/coincap/${each.key}/{dt:DATE}", where
-        assert table["schema"] == '${file("${path.module}/schemas/${each.key}.json")}', f"{where}: explicit schema"
+        # snapshot datasets and the stream are partitioned by day; the price history by interval and asset
+        table_key, partitions = ("${local.history_table}", "{interval:STRING}/{asset:STRING}") if name == "raw_history" else ("${each.key}", "{dt:DATE}")  # fmt: skip
+        assert hive["mode"] == "CUSTOM", where
+        assert external["source_uris"] == [f"gs://${{var.bucket_name}}/coincap/{table_key}/*"], where
+        assert hive["source_uri_prefix"] == f"gs://${{var.bucket_name}}/coincap/{table_key}/{partitions}", where
+        assert table["schema"] == f'${{file("${{path.module}}/schemas/{table_key}.json")}}', f"{where}: explicit schema"
 
 
 def test_the_secret_has_no_value_in_terraform() -> None:

@@ -56,8 +56,24 @@ def bigquery_type(arrow_type: pa.DataType) -> str:
 
 def bigquery_schema(contract: Contract) -> list[dict[str, str]]:
     """The BigQuery schema of a dataset's lake files: one `{name, type, mode, description}` per column."""
+    return schema_fields(contract.arrow_schema())
+
+
+def lake_tables() -> dict[str, pa.Schema]:
+    """Every raw external table and the Parquet schema of its files: the four snapshot datasets, the price stream
+    and the price history (partitioned by `interval`/`asset` instead of `dt`)."""
+    from flows.contracts.datasets import ASSET_HISTORY
+    from flows.stream import TICK_SCHEMA  # imported lazily: the stream module pulls in Prefect
+
+    tables = {name: contract.arrow_schema() for name, contract in CONTRACTS.items()}
+    tables.update(prices_stream=TICK_SCHEMA, asset_history=ASSET_HISTORY.arrow_schema())
+    return tables
+
+
+def schema_fields(schema: pa.Schema) -> list[dict[str, str]]:
+    """`{name, type, mode, description}` per column of a Parquet schema."""
     fields = []
-    for arrow_field in contract.arrow_schema():
+    for arrow_field in schema:
         metadata = arrow_field.metadata or {}
         description = metadata.get(b"description", b"").decode() or METADATA_DESCRIPTIONS.get(arrow_field.name, "")
         fields.append(
@@ -71,21 +87,23 @@ def bigquery_schema(contract: Contract) -> list[dict[str, str]]:
     return fields
 
 
-def schema_json(contract: Contract) -> str:
+def schema_json(table: Contract | pa.Schema) -> str:
     """The committed file's exact text: two-space indented JSON with a trailing newline."""
-    return json.dumps(bigquery_schema(contract), indent=2, ensure_ascii=False) + "\n"
+    fields = bigquery_schema(table) if isinstance(table, Contract) else schema_fields(table)
+    return json.dumps(fields, indent=2, ensure_ascii=False) + "\n"
 
 
 def write_schema_files(directory: Path = SCHEMA_DIR) -> list[Path]:
-    """Write `<dataset>.json` for every contract into `directory` and drop files of removed contracts."""
+    """Write `<table>.json` for every raw external table into `directory` and drop files of removed ones."""
     directory.mkdir(parents=True, exist_ok=True)
+    tables = lake_tables()
     for stale in directory.glob("*.json"):
-        if stale.stem not in CONTRACTS:
+        if stale.stem not in tables:
             stale.unlink()  # Terraform makes one external table per file
     written = []
-    for name, contract in sorted(CONTRACTS.items()):
+    for name, schema in sorted(tables.items()):
         path = directory / f"{name}.json"
-        path.write_text(schema_json(contract), encoding="utf-8")
+        path.write_text(schema_json(schema), encoding="utf-8")
         written.append(path)
     return written
 

@@ -22,7 +22,10 @@ locals {
 
   # One external table per committed schema file; the files are generated from the contracts
   # (`python -m flows.contracts.bigquery`), so a new contract gets its table with no Terraform change.
-  external_tables = toset([for f in fileset("${path.module}/schemas", "*.json") : trimsuffix(f, ".json")])
+  schema_tables = toset([for f in fileset("${path.module}/schemas", "*.json") : trimsuffix(f, ".json")])
+  # Price history is partitioned by interval and asset (`interval=d1/asset=bitcoin/`), not by day.
+  history_table   = "asset_history"
+  external_tables = setsubtract(local.schema_tables, [local.history_table])
 }
 
 resource "google_bigquery_dataset" "this" {
@@ -67,6 +70,36 @@ resource "google_bigquery_table" "raw" {
     hive_partitioning_options {
       mode                     = "CUSTOM"
       source_uri_prefix        = "gs://${var.bucket_name}/coincap/${each.key}/{dt:DATE}"
+      require_partition_filter = true
+    }
+  }
+}
+
+# Price history from the backfill: coincap/asset_history/interval=<i>/asset=<slug>/<start>_<end>.parquet.
+# The hive keys are named apart from the file's own asset_id/history_interval columns (BigQuery forbids a key
+# that is also a file column); the staging model filters on `asset`, as the required partition filter wants.
+resource "google_bigquery_table" "raw_history" {
+  #checkov:skip=CKV_GCP_80:External table: the bytes live in the lake bucket, so a table-level KMS key encrypts nothing.
+  #checkov:skip=CKV_GCP_121:External table: dropping it loses no data, and a contract change that retypes a column must be able to replace it.
+  project     = var.project_id
+  dataset_id  = google_bigquery_dataset.this["raw"].dataset_id
+  table_id    = local.history_table
+  description = "CoinCap price history in gs://${var.bucket_name}/coincap/asset_history/interval=<i>/asset=<slug>/. Filter on asset or interval."
+  labels      = merge(var.labels, { layer = "raw" })
+
+  deletion_protection = false
+
+  schema = file("${path.module}/schemas/${local.history_table}.json")
+
+  external_data_configuration {
+    autodetect           = false
+    source_format        = "PARQUET"
+    source_uris          = ["gs://${var.bucket_name}/coincap/${local.history_table}/*"]
+    decimal_target_types = ["BIGNUMERIC"]
+
+    hive_partitioning_options {
+      mode                     = "CUSTOM"
+      source_uri_prefix        = "gs://${var.bucket_name}/coincap/${local.history_table}/{interval:STRING}/{asset:STRING}"
       require_partition_filter = true
     }
   }

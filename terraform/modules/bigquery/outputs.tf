@@ -5,7 +5,10 @@ output "datasets" {
 
 output "external_tables" {
   description = "Fully qualified raw external tables by CoinCap dataset, <project>.<dataset>.<table>."
-  value       = { for name, t in google_bigquery_table.raw : name => "${t.project}.${t.dataset_id}.${t.table_id}" }
+  value = merge(
+    { for name, t in google_bigquery_table.raw : name => "${t.project}.${t.dataset_id}.${t.table_id}" },
+    { (local.history_table) = "${google_bigquery_table.raw_history.project}.${google_bigquery_table.raw_history.dataset_id}.${google_bigquery_table.raw_history.table_id}" },
+  )
 }
 
 output "granular_partition_expiration_days" {
