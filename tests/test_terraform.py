@@ -348,7 +348,10 @@ def test_datasets_and_external_tables() -> None:
         assert hive.get("require_partition_filter") is True, f"{where}: queries must filter on the partition"
         assert external["source_format"] == "PARQUET" and external["autodetect"] is False, where
         # snapshot datasets and the stream are partitioned by day; the price history by interval and asset
-        table_key, partitions = ("${local.history_table}", "{interval:STRING}/{asset:STRING}") if name == "raw_history" else ("${each.key}", "{dt:DATE}")  # fmt: skip
+        if name == "raw_history":
+            table_key, partitions = "${local.history_table}", "{interval:STRING}/{asset:STRING}"
+        else:
+            table_key, partitions = "${each.key}", "{dt:DATE}"
         assert hive["mode"] == "CUSTOM", where
         assert external["source_uris"] == [f"gs://${{var.bucket_name}}/coincap/{table_key}/*"], where
         assert hive["source_uri_prefix"] == f"gs://${{var.bucket_name}}/coincap/{table_key}/{partitions}", where
