@@ -67,9 +67,7 @@ def test_committed_schema_files_match_the_contracts() -> None:
     assert committed == set(tables), f"schema files {sorted(committed)} != lake tables {sorted(tables)}: {fix}"
     for name, schema in tables.items():
         path = SCHEMA_DIR / f"{name}.json"
-        assert path.read_text(encoding="utf-8") == schema_json(schema), (
-            f"{path.name} drifted from the contract: {fix}"
-        )
+        assert path.read_text(encoding="utf-8") == schema_json(schema), f"{path.name} drifted from the contract: {fix}"
 
 
 def test_regenerate_command_writes_the_files_and_drops_stale_ones(tmp_path: Path) -> None:
