@@ -583,7 +583,7 @@ class _Run:
                 return
             try:
                 self.pacer.wait()
-                data, timestamp, _ = self.client().get(chunk.path, chunk.params)
+                data, timestamp, _ = self.client().get_list(chunk.path, chunk.params)
             except ApiError as exc:
                 if _is_not_found(exc):
                     self.record_delisted(asset, exc)
@@ -591,11 +591,6 @@ class _Run:
                 raise
             finally:
                 self.budget.release(reserved)
-            if not isinstance(data, list):
-                raise ApiError(
-                    f"CoinCap answered {chunk.path} with a JSON {type(data).__name__} where a list was expected.",
-                    "Check COINCAP_API_BASE_URL points at the v3 API.",
-                )
             self.check_points(chunk, data, previous_points)
             previous_points = len(data)
             api_ts = datetime.fromtimestamp(timestamp / 1000, UTC) if timestamp else None

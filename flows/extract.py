@@ -149,12 +149,7 @@ def _pages(client: CoinCapClient, endpoint: Endpoint) -> Iterator[Page]:
     if endpoint.paginated:
         yield from client.paginate(endpoint.path, endpoint.params, max_records=endpoint.max_records)
         return
-    data, timestamp, nbytes = client.get(endpoint.path, endpoint.params or None)
-    if not isinstance(data, list):
-        raise ApiError(
-            f"CoinCap answered {endpoint.path} with a JSON {type(data).__name__} where a list was expected.",
-            "Check COINCAP_API_BASE_URL points at the v3 API.",
-        )
+    data, timestamp, nbytes = client.get_list(endpoint.path, endpoint.params or None)
     yield Page(records=data, offset=0, timestamp_ms=timestamp, body_bytes=nbytes)
 
 

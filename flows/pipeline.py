@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
@@ -168,7 +169,7 @@ def _run_snapshot(datasets: list[Dataset], snapshot_id: str | None, transform: b
             staged.discard()
         store.record_runs(
             [_metrics_row(r, run_id, "completed") for r, _ in results.values()]
-            + [_failure_row(d, snap.id, run_id, e) for d, e in errors.items()]
+            + [_step_row(d, snap.id, run_id, "failed", None, e) for d, e in errors.items()]
         )
         first = next(iter(errors.values()))
         logger.error("snapshot %s: nothing published (%s)", snap.id, first)
@@ -205,10 +206,6 @@ def _metrics_row(report: DatasetReport, run_id: str | None, status: str) -> dict
     return {**report.as_row(), "step": report.dataset, "flow_run_id": run_id, "status": status}
 
 
-def _failure_row(dataset: str, snapshot_id: str, run_id: str | None, exc: BaseException) -> dict[str, Any]:
-    return _step_row(dataset, snapshot_id, run_id, "failed", None, exc)
-
-
 def _step_row(
     step: str,
     snapshot_id: str,
@@ -217,8 +214,6 @@ def _step_row(
     seconds: float | None,
     exc: BaseException | None,
 ) -> dict[str, Any]:
-    from datetime import UTC, datetime
-
     return {
         "flow_run_id": run_id,
         "snapshot_id": snapshot_id,

@@ -245,6 +245,16 @@ class CoinCapClient:
         timestamp = payload.get("timestamp")
         return data, timestamp if isinstance(timestamp, int) else None, len(body)
 
+    def get_list(self, path: str, params: Mapping[str, Any] | None = None) -> tuple[list[Any], int | None, int]:
+        """`get` for endpoints that answer a list; any other JSON shape is a one-line `ApiError`."""
+        data, timestamp, nbytes = self.get(path, params)
+        if not isinstance(data, list):
+            raise ApiError(
+                f"CoinCap answered {path} with a JSON {type(data).__name__} where a list was expected.",
+                "Check COINCAP_API_BASE_URL points at the v3 API.",
+            )
+        return data, timestamp, nbytes
+
     def paginate(
         self,
         path: str,
@@ -261,12 +271,7 @@ class CoinCapClient:
                 if offset >= max_records:
                     return
                 limit = min(limit, max_records - offset)  # never pay for bytes beyond the scope
-            data, timestamp, nbytes = self.get(path, {**(params or {}), "limit": limit, "offset": offset})
-            if not isinstance(data, list):
-                raise ApiError(
-                    f"CoinCap answered {path} with a JSON {type(data).__name__} where a list was expected.",
-                    "Check COINCAP_API_BASE_URL points at the v3 API.",
-                )
+            data, timestamp, nbytes = self.get_list(path, {**(params or {}), "limit": limit, "offset": offset})
             yield Page(records=data, offset=offset, timestamp_ms=timestamp, body_bytes=nbytes)
             if len(data) < limit:
                 return
