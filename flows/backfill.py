@@ -38,6 +38,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
+from flows.alerts import alert_on_failure
 from flows.coincap.client import CallStats, CoinCapClient, CreditMeter
 from flows.coincap.credits import credits_for
 from flows.contracts.columns import API_TIMESTAMP, QUARANTINE_SCHEMA, SNAPSHOT_ID, SNAPSHOT_TS, TIMESTAMP_TYPE
@@ -991,7 +992,13 @@ def backfill_task(assets: list[str], interval: str, start: date, end: date, max_
     return report
 
 
-@flow(name="backfill", log_prints=True, validate_parameters=True)
+@flow(
+    name="backfill",
+    log_prints=True,
+    validate_parameters=True,
+    on_failure=[alert_on_failure],
+    on_crashed=[alert_on_failure],
+)
 def backfill_flow(
     assets: list[str] | None = None,
     interval: IntervalName = "d1",

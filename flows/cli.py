@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from flows.errors import ConfigError, PipelineError
@@ -71,10 +73,13 @@ def _demo_api(settings: Settings) -> Iterator[Settings]:
         return
     from flows.local_api import Catalog, StubServer
 
-    err.print(
-        "[yellow]No COINCAP_API_KEY set:[/] running the offline demo on bundled sample responses "
-        "(set COINCAP_API_KEY to fetch live data from CoinCap)."
+    notice = (
+        "running the offline demo on bundled sample responses (set COINCAP_API_KEY to fetch live data from CoinCap)."
     )
+    if _json_logs():
+        logging.getLogger("flows.cli").warning("No COINCAP_API_KEY set: %s", notice)
+    else:
+        err.print(f"[yellow]No COINCAP_API_KEY set:[/] {notice}")
     with StubServer(Catalog.demo()) as server:
         yield settings.model_copy(update={"api_base_url": server.base_url})
 
@@ -142,6 +147,15 @@ def _print_summary(summary: Any) -> None:
     if summary.dbt is not None:
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.dbt.statuses.items()))
         out.print(f"dbt:       {statuses}")
+    quality = getattr(summary, "quality", None)
+    if quality is not None:
+        colour = "red" if not quality.ok else "yellow" if quality.warned else "green"
+        out.print(f"quality:   [{colour}]{escape(quality.summary_line())}[/]", highlight=False)
+        flagged = [*quality.failed, *quality.warned]
+        for r in flagged[:10]:
+            out.print(f"           {r.status} {r.check_name}: {r.detail}", markup=False, highlight=False)
+        if len(flagged) > 10:
+            out.print(f"           …and {len(flagged) - 10} more: coincap-pipeline quality", highlight=False)
     out.print('try:       coincap-pipeline sql "select * from marts.fct_asset_daily limit 10"')
 
 
@@ -171,6 +185,67 @@ def sql(
         out.print(table)
         more = f", showing {limit}" if len(rows) > limit else ""
         out.print(f"{len(rows):,} row{'s' if len(rows) != 1 else ''}{more}")
+
+
+_STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "error": "red"}
+
+
+@app.command()
+def quality(
+    snapshot_id: Annotated[
+        str | None, typer.Option(help="Check this snapshot (e.g. 20261121T053000Z); default: each dataset's latest.")
+    ] = None,
+    categories: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--category",
+            "-c",
+            help="Only these (repeatable): completeness, freshness, validity, consistency, uniqueness, anomaly.",
+        ),
+    ] = None,
+    store: Annotated[
+        bool, typer.Option("--store/--no-store", help="Record the results in ops.dq_results (the health page).")
+    ] = True,
+    data_dir: DataDirOpt = None,
+    target: TargetOpt = None,
+) -> None:
+    """Run the data-quality checks on the warehouse and print them; exit code 6 when a check fails.
+
+    Warnings (flagged anomalies, a symbol shared by two assets, ...) are printed but do not fail.
+    """
+    from flows.errors import DataQualityError
+    from flows.quality import run_checks
+
+    settings = load_settings(data_dir=data_dir, target=target)
+    chosen = set(categories) if categories else None
+    report = run_checks(settings, snapshot_id=snapshot_id, categories=chosen, store=store)
+    where = f"snapshot {report.snapshot_id}" if report.snapshot_id else "each dataset's latest snapshot"
+    table = Table(title=f"data quality, {where} (run {report.run_id})", title_justify="left")
+    for name, justify in [("status", "left"), ("check", "left"), ("dataset", "left"), ("observed", "right"),
+                          ("threshold", "right"), ("failing", "right"), ("detail", "left")]:  # fmt: skip
+        table.add_column(name, justify=justify, overflow="fold", no_wrap=name == "check")  # type: ignore[arg-type]
+    for r in report.results:
+        table.add_row(
+            f"[{_STATUS_STYLE[r.status]}]{r.status}[/]",
+            r.check_name,
+            r.dataset,
+            "" if r.observed is None else f"{r.observed:,.4g}",
+            "" if r.threshold is None else f"{r.threshold:,.4g}",
+            "" if not r.failing_rows else f"{r.failing_rows:,}",
+            escape(r.detail),
+        )
+    out.print(table)
+    out.print(report.summary_line(), markup=False, highlight=False)
+    if store:
+        out.print(f"stored in ops.dq_results as run {report.run_id}", highlight=False)
+    if not report.ok:
+        failed = [r.check_name for r in report.failed]
+        names = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        raise DataQualityError(
+            f"Data-quality checks failed: {names}.",
+            "The detail column says what and where; the data stays in the warehouse, flagged. "
+            "Fix the source or the pipeline, then re-run.",
+        )
 
 
 @app.command()
@@ -267,7 +342,8 @@ def maintenance(data_dir: DataDirOpt = None, target: TargetOpt = None) -> None:
     report = maintenance_flow()
     out.print(
         f"kept granular data from {report.cutoff}; removed {len(report.objects_deleted):,} lake objects and "
-        f"{sum(report.rows_deleted.values()):,} snapshot rows; daily aggregates kept"
+        f"{sum(report.rows_deleted.values()):,} snapshot rows; daily aggregates kept; "
+        f"{report.staging_files_removed:,} stale staged files removed"
     )
 
 
@@ -343,42 +419,216 @@ def prefect_blocks() -> None:
 
 @app.command()
 def benchmark(
-    markets: Annotated[
-        list[int] | None, typer.Option("--markets", "-m", help="Market counts to serve (repeatable).")
+    sizes: Annotated[
+        str, typer.Option("--sizes", help="Market counts to serve, comma-separated (1k = 1,000; 1M = 1,000,000).")
+    ] = "1k,10k,100k,1M",
+    assets: Annotated[int, typer.Option(help="Assets served with every size.")] = 3000,
+    exchanges: Annotated[int, typer.Option(help="Exchanges served with every size.")] = 200,
+    repeat: Annotated[int, typer.Option(min=1, help="Runs per size and pipeline; the fastest is kept.")] = 3,
+    dbt: Annotated[bool, typer.Option("--dbt/--no-dbt", help="Time the dbt build on each size's lake.")] = True,
+    baseline: Annotated[
+        bool, typer.Option("--baseline/--no-baseline", help="Also run the naive requests → pandas → SQL baseline.")
+    ] = True,
+    history: Annotated[
+        bool, typer.Option("--history/--no-history", help="Also time a d1 history backfill of every asset.")
+    ] = True,
+    history_assets: Annotated[int, typer.Option(min=1, help="Assets of the history backfill.")] = 3000,
+    history_years: Annotated[int, typer.Option(min=1, help="Years of d1 history per asset.")] = 3,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write every number measured to this file.")] = None,
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", help="Draw records/min and peak RSS per size to this SVG file.")
     ] = None,
-    assets: Annotated[int, typer.Option(help="Assets to serve.")] = 3000,
-    dbt: Annotated[bool, typer.Option("--dbt/--no-dbt", help="Also time the dbt build.")] = True,
 ) -> None:
-    """Serve synthetic snapshots locally and report records/s, seconds per stage, credits and peak memory."""
-    from flows.benchmark import machine, run_sizes
+    """Serve synthetic snapshots locally; time our pipeline and a naive baseline per stage; print the table."""
+    from flows import benchmark as bench
 
-    sizes = markets or [10_000, 100_000]
-    err.print(f"benchmarking {', '.join(f'{m:,}' for m in sizes)} markets + {assets:,} assets on {machine()}")
-    results = run_sizes(sizes, assets, dbt)
-    table = Table(title="locally served snapshot → lake → marts", title_justify="left")
-    for name in ("markets", "assets", "records", "calls", "credits", "extract s", "records/min", "dbt s",
-                 "RSS extract", "RSS total"):  # fmt: skip
-        table.add_column(name, justify="right")
-    for r in results:
-        table.add_row(
-            f"{r.markets:,}", f"{r.assets:,}", f"{r.records:,}", f"{r.calls:,}", f"{r.credits:,}",
-            f"{r.extract_s:.2f}", f"{r.records_per_s * 60:,.0f}", "" if r.dbt_s is None else f"{r.dbt_s:.1f}",
-            f"{r.peak_rss_extract_mib:,.0f} MiB", f"{r.peak_rss_mib:,.0f} MiB",
-        )  # fmt: skip
+    markets = bench.parse_sizes(sizes)
+    if plot_path is not None and plot_path.suffix.lower() != ".svg":
+        raise ConfigError(
+            f"--plot {plot_path} is not an .svg file.", "The plot is drawn as SVG: use e.g. --plot bench.svg."
+        )
+    err.print(
+        f"benchmark: {', '.join(f'{m:,}' for m in markets)} markets (+ {assets:,} assets, {exchanges} exchanges), "
+        f"best of {repeat}{', history backfill' if history else ''}; this takes a few minutes",
+        highlight=False,
+        soft_wrap=True,
+    )
+    report = bench.run_benchmark(
+        markets,
+        assets=assets,
+        exchanges=exchanges,
+        repeat=repeat,
+        with_dbt=dbt,
+        with_naive=baseline,
+        history=(history_assets, history_years) if history else None,
+        say=lambda line: err.print(line, highlight=False, soft_wrap=True),
+    )
+    print(bench.markdown_table(report))
+    for line in bench.summary_lines(report):
+        print(line)
+    if json_path is not None:
+        bench.write_json(report, json_path)
+        err.print(f"wrote {json_path}", highlight=False, soft_wrap=True)
+    if plot_path is not None:
+        bench.write_svg(report, plot_path)
+        err.print(f"wrote {plot_path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def automations(
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Create or update them (and the notification block) in Prefect.")
+    ] = False,
+    file: Annotated[Path, typer.Option("--file", help="Automations as code.")] = Path("deployments/automations.yaml"),
+) -> None:
+    """Prefect automations as code: failed runs, an overdue snapshot, failed data-quality checks.
+
+    Without --apply, checks the file against Prefect's models and prints it. With --apply, saves the
+    notification block `coincap-alerts` from PIPELINE_ALERT_WEBHOOK_URL and creates or updates each automation
+    by name in the server or workspace of PREFECT_API_URL (idempotent).
+    """
+    from flows.alerts import apply_automations, load_automations
+
+    settings = load_settings()
+    models = load_automations(file)
+    table = Table(title=f"automations in {file}", title_justify="left")
+    for name in ("name", "when", "then"):
+        table.add_column(name)
+    for model in models:
+        trigger: Any = model.trigger
+        events = ", ".join(sorted(getattr(trigger, "expect", ())))
+        posture = getattr(trigger, "posture", None)
+        if getattr(posture, "value", posture) == "Proactive":
+            when = f"no {events} within {trigger.within}"
+        else:
+            when = f"{trigger.threshold} × {events}"
+        table.add_row(model.name, when, ", ".join(a.type for a in model.actions))
     out.print(table)
-    out.print("extract s = fetch + parse + validate every record + write Parquet, all four datasets, one process;")
-    out.print("RSS extract = peak before dbt; RSS total = peak including the in-process dbt build.")
-    out.print(f"machine: {machine()}")
+    if not apply:
+        out.print(f"{len(models)} automations valid; apply them with `coincap-pipeline automations --apply`.")
+        return
+    for result in apply_automations(settings, file):
+        out.print(f"{result.action:>9}  {result.name}  ({result.id})")
+
+
+def _setup_logging() -> None:
+    """Redact secrets from logs; JSON lines on stderr with PIPELINE_LOG_FORMAT=json (bad settings: the command says)."""
+    try:
+        settings = Settings()
+    except ValidationError:
+        settings = None
+    from flows.observability import configure_logging
+
+    configure_logging(settings)
+
+
+def _json_logs() -> bool:
+    from flows.observability import JsonLinesHandler
+
+    return any(isinstance(h, JsonLinesHandler) for h in logging.getLogger().handlers)
+
+
+@app.command("looker-url")
+def looker_url(
+    project: Annotated[
+        str | None, typer.Option("--project", help="Project of the marts (default: GCP_PROJECT_ID).")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Dataset of the rpt_* marts (default: BQ_DATASET_PREFIX + marts).")
+    ] = None,
+    billing_project: Annotated[
+        str | None, typer.Option("--billing-project", help="Project billed for the queries (default: --project).")
+    ] = None,
+    template_report_id: Annotated[
+        str | None,
+        typer.Option("--template-report-id", help="Template report id or URL (default: looker/report.yaml)."),
+    ] = None,
+    report_name: Annotated[str | None, typer.Option("--report-name", help="Name of the new report.")] = None,
+    definition: Annotated[Path | None, typer.Option("--definition", help="Report definition (report.yaml).")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Show Looker Studio's debug dialog.")] = False,
+) -> None:
+    """Print the Looker Studio Linking API URL that copies the report onto your project's rpt_* marts.
+
+    Open it in a browser signed in to Google, check the report, then "Edit and share" saves your copy.
+    The URL alone goes to stdout; what each data source points at goes to stderr.
+    """
+    from flows.looker import DEFINITION, check_tables_are_models, link_target, linking_url, load_report
+    from flows.transform import dbt_project_dir
+
+    settings = load_settings()
+    report = load_report(definition or DEFINITION)
+    check_tables_are_models(report, dbt_project_dir(settings) / "models" / "reports")
+    target = link_target(settings, project=project, dataset=dataset, billing_project=billing_project)
+    url = linking_url(report, target, template_report_id=template_report_id, report_name=report_name, explain=explain)
+    for ds in report.data_sources:
+        partitioned = ", partitioned by " + ds.date_range_dimension if ds.partitioned else ""
+        err.print(f"{ds.alias:>10} → {target.project}.{target.dataset}.{ds.table}{partitioned}", highlight=False)
+    sys.stdout.write(url + "\n")  # not through rich: it would wrap the URL
+
+
+@app.command()
+def dashboard(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to serve on.")] = 8050,
+    build_only: Annotated[bool, typer.Option("--build-only", help="Write the pages, print where, and stop.")] = False,
+    open_browser: Annotated[bool, typer.Option("--open", help="Also open it in your web browser.")] = False,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the pages (default: <data dir>/dashboard).")
+    ] = None,
+    asset_pages: Annotated[
+        int, typer.Option(help="Write the pages of this many of the largest assets (0: all); served, others on demand.")
+    ] = 100,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Build the local dashboard from the DuckDB marts and serve it on http://127.0.0.1:8050 (offline, no CDN).
+
+    Market overview, asset detail, exchanges and markets, pipeline health; a new run shows up on reload.
+    """
+    from flows.dashboard.server import serve_site
+    from flows.dashboard.site import DashboardSite, dashboard_dir
+
+    settings = load_settings(data_dir=data_dir)
+    if settings.target is Target.gcp:
+        raise ConfigError(
+            "The local dashboard reads the local DuckDB warehouse; PIPELINE_TARGET is gcp.",
+            "Use the Looker Studio report on BigQuery (`coincap-pipeline looker-url`), or unset PIPELINE_TARGET.",
+        )
+    site = DashboardSite(
+        settings.duckdb_path,
+        out_dir or dashboard_dir(settings),
+        asset_pages=asset_pages if asset_pages > 0 else None,
+        on_demand=not build_only,
+    )
+    result = site.build()
+    out.print(f"dashboard: {result.index}", highlight=False, soft_wrap=True)
+    out.print(
+        f"           {result.asset_pages:,} asset pages, {result.assets_listed:,} assets listed, "
+        f"built in {result.seconds:.1f} s from {settings.duckdb_path}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if not settings.duckdb_path.exists():
+        out.print("[yellow]no data yet:[/] run `coincap-pipeline run` first; the pages say so until then.")
+    if not build_only:
+        serve_site(site, port=port, announce=lambda line: out.print(line, highlight=False), open_browser=open_browser)
 
 
 def main() -> None:
     """Console-script entry point: one line per failure, with what to do, and a non-zero exit code."""
     # Prefect's local server phones home by default; offline that only prints an error. Users can override.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Without PREFECT_API_URL, Prefect starts a temporary local server, allowed 20 s by default: too short on a
+    # busy laptop (the run then fails before it starts). Users can override.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    _setup_logging()
     try:
         app(prog_name="coincap-pipeline", standalone_mode=False)
     except PipelineError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        if _json_logs():  # the error line as a log entry, so every stderr line stays JSON
+            logging.getLogger("flows.cli").error("error: %s", exc, extra={"exit_code": exc.exit_code})
+        else:
+            from flows.observability import redact
+
+            err.print(f"[red]error:[/] {redact(str(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
         err.print("aborted")

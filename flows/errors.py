@@ -42,3 +42,9 @@ class StorageError(PipelineError):
 
 class TransformError(PipelineError):
     exit_code = 5
+
+
+class DataQualityError(PipelineError):
+    """Data-quality checks failed (`coincap-pipeline quality`); the data stays landed, flagged."""
+
+    exit_code = 6

@@ -12,10 +12,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.alerts import alert_on_failure
 from flows.lake.factory import lake_storage
 from flows.lake.parquet import PLACEHOLDER_DAY
 from flows.lake.storage import LakeStorage
@@ -47,6 +49,28 @@ class RetentionReport:
     cutoff: date
     objects_deleted: list[str] = field(default_factory=list)
     rows_deleted: dict[str, int] = field(default_factory=dict)
+    staging_files_removed: int = 0
+
+
+# A staged file older than this belongs to a run that was killed or failed before publishing (a run stages and
+# publishes within its task timeouts, 1 h for an extract), so it is removed. Nothing ever reads it.
+STAGING_MAX_AGE = timedelta(hours=24)
+
+
+def sweep_staging(staging_dir: Path, now: datetime | None = None) -> int:
+    """Remove files a killed or failed run left in the staging folder; return how many."""
+    if not staging_dir.is_dir():
+        return 0
+    oldest = (now or datetime.now(UTC)).timestamp() - STAGING_MAX_AGE.total_seconds()
+    removed = 0
+    for path in staging_dir.rglob("*"):
+        try:
+            if path.is_file() and path.stat().st_mtime < oldest:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # a concurrent run published or discarded it meanwhile
+            continue
+    return removed
 
 
 def cutoff_for(settings: Settings, today: date | None = None) -> date:
@@ -109,6 +133,7 @@ def apply_retention(settings: Settings, today: date | None = None) -> RetentionR
     report.objects_deleted = apply_lake_retention(lake_storage(settings), cutoff)
     if settings.target is Target.local:
         report.rows_deleted = apply_warehouse_retention(settings, cutoff)
+    report.staging_files_removed = sweep_staging(settings.data_dir.resolve() / "staging")
     return report
 
 
@@ -117,8 +142,8 @@ def retention_task() -> RetentionReport:
     """Drop granular data past the retention policy."""
     report = apply_retention(current_settings())
     get_run_logger().info(
-        "retention: kept from %s; %d lake objects and %d mart rows removed",
-        report.cutoff, len(report.objects_deleted), sum(report.rows_deleted.values()),
+        "retention: kept from %s; %d lake objects, %d mart rows and %d stale staged files removed",
+        report.cutoff, len(report.objects_deleted), sum(report.rows_deleted.values()), report.staging_files_removed,
     )  # fmt: skip
     return report
 
@@ -149,7 +174,7 @@ def compact_task() -> list[str]:
     return written
 
 
-@flow(name="maintenance", log_prints=True)
+@flow(name="maintenance", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def maintenance_flow() -> RetentionReport:
     """Daily upkeep: compact the price stream, then apply the retention policy (PIPELINE_GRANULAR_RETENTION_DAYS)."""
     compact_task()

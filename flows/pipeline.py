@@ -20,12 +20,15 @@ from prefect.context import get_run_context
 from prefect.states import State
 from pydantic import Field
 
+from flows.alerts import alert_on_failure
 from flows.coincap.endpoints import DATASETS
 from flows.contracts.datasets import CONTRACTS
 from flows.errors import ApiUnavailable, PipelineError, StorageError
 from flows.extract import DatasetReport, StagedFiles, extract_dataset
 from flows.lake.factory import lake_storage
 from flows.lake.parquet import ensure_readable
+from flows.observability import configure_logging, publish_snapshot_artifact
+from flows.quality import QualityReport, run_checks
 from flows.settings import current_settings
 from flows.snapshot_id import PATTERN, Snapshot
 from flows.stream import GAP_SCHEMA, TICK_SCHEMA
@@ -53,6 +56,8 @@ class _QuietKnownFailures(logging.Filter):
 
 for _name in ("prefect.task_runs", "prefect.flow_runs"):
     logging.getLogger(_name).addFilter(_QuietKnownFailures())
+# Secrets redacted from every log record; JSON lines with PIPELINE_LOG_FORMAT=json (deployments import this module).
+configure_logging()
 
 Dataset = Literal["assets", "rates", "exchanges", "markets"]
 SnapshotId = Annotated[str, Field(pattern=PATTERN, description="UTC snapshot id like 20261121T053000Z")]
@@ -69,6 +74,7 @@ class SnapshotSummary:
     warehouse_uri: str
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    quality: QualityReport | None = None  # the data-quality checks run after the dbt build
 
 
 def _retry_if_transient(task: Any, task_run: TaskRun, state: State) -> bool:
@@ -133,9 +139,41 @@ def dbt_task(full_refresh: bool = False) -> DbtOutcome:
     staging = settings.data_dir.resolve() / "staging"
     ensure_readable(lake_storage(settings), schemas, staging)
     ensure_history_readable(lake_storage(settings), staging)
+    warehouse(settings).ensure_ops_tables()  # the health views read ops.pipeline_runs and ops.dq_results
     outcome = run_dbt(settings, "build", *(["--full-refresh"] if full_refresh else []))
     get_run_logger().info("dbt build: %s in %.1fs", dict(outcome.statuses), outcome.seconds)
     return outcome
+
+
+@task(name="quality", timeout_seconds=900, cache_policy=NO_CACHE)
+def quality_task(snapshot_id: str | None, flow_run_id: str | None) -> QualityReport:
+    """Run the data-quality checks on the snapshot (or each dataset's latest) and store them in ops.dq_results."""
+    return run_checks(current_settings(), snapshot_id=snapshot_id, flow_run_id=flow_run_id)
+
+
+def _check_quality(snapshot_id: str | None, run_id: str | None) -> QualityReport | None:
+    """Run the quality task; a tripped check (or checks that cannot run) is logged and alerted, never raised:
+    the data is landed and modeled, and anomalies are flagged, not dropped."""
+    from flows.alerts import failure_alert, quality_alert, send_alert
+
+    logger = get_run_logger()
+    settings = current_settings()
+    try:
+        report = quality_task(snapshot_id, run_id)
+    except Exception as exc:
+        logger.error("data quality: the checks could not run (%s)", exc)
+        send_alert(failure_alert("quality", run_id, exc), settings)
+        return None
+    if not report.ok:
+        logger.error("data quality: %s", report.summary_line())
+    elif report.warned:
+        logger.warning("data quality: %s", report.summary_line())
+    else:
+        logger.info("data quality: %s", report.summary_line())
+    alert = quality_alert(report)
+    if alert is not None:
+        send_alert(alert, settings)
+    return report
 
 
 def _flow_run_id() -> str | None:
@@ -180,14 +218,18 @@ def _run_snapshot(datasets: list[Dataset], snapshot_id: str | None, transform: b
     store.record_runs([_metrics_row(r, run_id, "completed") for r in reports])
 
     outcome = _build_marts(store, snap.id, run_id) if transform else None
-    return SnapshotSummary(
+    quality = _check_quality(snap.id, run_id) if outcome is not None else None
+    summary = SnapshotSummary(
         snapshot_id=snap.id,
         reports=reports,
         dbt=outcome,
         lake_uri=lake_storage(settings).root_uri,
         warehouse_uri=store.uri,
         seconds=time.perf_counter() - started,
+        quality=quality,
     )
+    publish_snapshot_artifact(summary)  # `snapshot-summary` in the Prefect UI; never fails the run
+    return summary
 
 
 def _build_marts(store: Any, snapshot_id: str, run_id: str | None, full_refresh: bool = False) -> DbtOutcome:
@@ -225,7 +267,13 @@ def _step_row(
     }
 
 
-@flow(name="snapshot", log_prints=True, validate_parameters=True)
+@flow(
+    name="snapshot",
+    log_prints=True,
+    validate_parameters=True,
+    on_failure=[alert_on_failure],
+    on_crashed=[alert_on_failure],
+)
 def snapshot_flow(
     snapshot_id: SnapshotId | None = None,
     datasets: list[Dataset] = list(DATASETS),  # noqa: B006 - Prefect needs a literal default for the UI form
@@ -236,7 +284,13 @@ def snapshot_flow(
 
 
 def _dataset_flow(dataset: Dataset) -> Any:
-    @flow(name=dataset, log_prints=True, validate_parameters=True)
+    @flow(
+        name=dataset,
+        log_prints=True,
+        validate_parameters=True,
+        on_failure=[alert_on_failure],
+        on_crashed=[alert_on_failure],
+    )
     def dataset_flow(snapshot_id: SnapshotId | None = None, transform: bool = False) -> SnapshotSummary:
         return _run_snapshot([dataset], snapshot_id, transform)
 
@@ -251,8 +305,11 @@ exchanges_flow = _dataset_flow("exchanges")
 markets_flow = _dataset_flow("markets")
 
 
-@flow(name="dbt-build", log_prints=True)
+@flow(name="dbt-build", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def transform_flow(full_refresh: bool = False) -> DbtOutcome:
     """Build and test the marts from what is in the lake."""
     # A dbt-only run is recorded under the moment it ran, in the snapshot-id format.
-    return _build_marts(warehouse(current_settings()), Snapshot.now().id, _flow_run_id(), full_refresh)
+    run_id = _flow_run_id()
+    outcome = _build_marts(warehouse(current_settings()), Snapshot.now().id, run_id, full_refresh)
+    _check_quality(None, run_id)  # each dataset's latest snapshot
+    return outcome

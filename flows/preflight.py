@@ -229,7 +229,7 @@ def compiled_marts(settings: Settings) -> dict[str, str]:
     """Compile the dbt project for the gcp target and return each model's SQL (needs credentials)."""
     from flows.transform import run_dbt
 
-    run_dbt(settings, "compile", "--select", "staging", "intermediate", "marts")
+    run_dbt(settings, "compile", "--select", "staging", "intermediate", "marts", "reports")
     manifest = settings.data_dir.resolve() / "dbt" / "target" / "manifest.json"
     nodes = json.loads(Path(manifest).read_text())["nodes"].values()
     return {n["name"]: n["compiled_code"] for n in nodes if n["resource_type"] == "model" and n.get("compiled_code")}

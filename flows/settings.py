@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -68,6 +68,19 @@ class Settings(BaseSettings):
     dbt_threads: int = Field(default=2, ge=1, alias="PIPELINE_DBT_THREADS")
     dbt_project_dir: Path | None = Field(default=None, alias="PIPELINE_DBT_PROJECT_DIR")
 
+    # Observability. Alerts go to a Slack-compatible incoming webhook (a secret: its path is the credential);
+    # unset, they are only logged. `json` logs one JSON object per line (Cloud Logging parses them).
+    alert_webhook_url: SecretStr | None = Field(default=None, alias="PIPELINE_ALERT_WEBHOOK_URL")
+    log_format: Literal["text", "json"] = Field(default="text", alias="PIPELINE_LOG_FORMAT")
+
+    # Data-quality checks (flows/quality.py). Freshness: hours a dataset's latest snapshot may age before its check
+    # fails; unset, twice the longest gap between the deployments' scheduled runs plus an hour (49 h for daily).
+    dq_freshness_hours: float | None = Field(default=None, gt=0, alias="PIPELINE_DQ_FRESHNESS_HOURS")
+    # A price move since the previous snapshot larger than this is flagged (a warning; the row is kept).
+    dq_price_jump_pct: float = Field(default=50.0, gt=0, alias="PIPELINE_DQ_PRICE_JUMP_PCT")
+    # More records of a dataset rejected by its contract than this share fails the snapshot's quality.
+    dq_max_quarantine_pct: float = Field(default=2.0, ge=0, le=100, alias="PIPELINE_DQ_MAX_QUARANTINE_PCT")
+
     @field_validator("api_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -75,6 +88,22 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"COINCAP_API_BASE_URL must start with http:// or https:// (got {value!r})")
         return value
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _check_webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        url = value.get_secret_value().strip()
+        if not url.startswith(("http://", "https://")):
+            # Never echo the value: the URL is the credential.
+            raise ValueError("PIPELINE_ALERT_WEBHOOK_URL must start with http:// or https://")
+        return SecretStr(url)
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("markets_exchange_ids", "markets_quote_ids", mode="before")
     @classmethod
@@ -100,6 +129,10 @@ class Settings(BaseSettings):
     @property
     def api_key_value(self) -> str | None:
         return self.api_key.get_secret_value() if self.api_key else None
+
+    @property
+    def alert_webhook_url_value(self) -> str | None:
+        return self.alert_webhook_url.get_secret_value() if self.alert_webhook_url else None
 
 
 _current: Settings | None = None

@@ -35,6 +35,7 @@ from pydantic import Field
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from flows.alerts import alert_on_failure
 from flows.contracts.columns import QUARANTINE_SCHEMA, SNAPSHOT_ID, SNAPSHOT_TS, TIMESTAMP_TYPE
 from flows.contracts.datasets import PRICES_STREAM
 from flows.contracts.validate import parse_decimal
@@ -572,7 +573,13 @@ def _redacted_websockets_log(key: str) -> Iterator[logging.Logger]:
 # ---------------------------------------------------------------------------------------------- Prefect
 
 
-@flow(name="stream", log_prints=True, validate_parameters=True)
+@flow(
+    name="stream",
+    log_prints=True,
+    validate_parameters=True,
+    on_failure=[alert_on_failure],
+    on_crashed=[alert_on_failure],
+)
 def stream_flow(
     assets: list[AssetId] = ["bitcoin", "ethereum"],  # noqa: B006 - Prefect needs a literal default for the UI form
     batch_seconds: Annotated[float, Field(gt=0, le=300)] = 2.0,

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flows.errors import TransformError
 from flows.settings import Settings
@@ -68,15 +69,18 @@ class DbtOutcome:
         return not self.failures
 
 
-def run_dbt(settings: Settings, command: str = "build", *extra: str, raise_on_failure: bool = True) -> DbtOutcome:
-    """Run `dbt <command> <extra...>` on the settings' target; one-line `TransformError` on failure."""
+def invoke_dbt(settings: Settings, command: str, *extra: str) -> tuple[Any, float]:
+    """Run `dbt <command> <extra...>` (e.g. "build" or "source freshness") on the settings' target.
+
+    Returns dbt's own result and the seconds it took; dbt's log goes to `<data_dir>/dbt/logs/dbt.log`.
+    """
     from dbt.cli.main import dbtRunner  # imported lazily: dbt takes ~2 s to import
 
     project = dbt_project_dir(settings)
     os.environ.update(dbt_env(settings))
     work = settings.data_dir.resolve() / "dbt"
     args = [
-        command,
+        *command.split(),
         "--project-dir", str(project),
         "--profiles-dir", str(project),
         "--target", settings.target.value,
@@ -84,12 +88,20 @@ def run_dbt(settings: Settings, command: str = "build", *extra: str, raise_on_fa
         "--log-path", str(work / "logs"),
         "--log-level", "warn",
         "--log-level-file", "info",
+        *(["--log-format", "json"] if settings.log_format == "json" else []),
         *([] if sys.stdout.isatty() else ["--no-use-colors"]),
         *extra,
     ]  # fmt: skip
     started = time.perf_counter()
     result = dbtRunner().invoke(args)
-    outcome = DbtOutcome(command=command, seconds=time.perf_counter() - started)
+    return result, time.perf_counter() - started
+
+
+def run_dbt(settings: Settings, command: str = "build", *extra: str, raise_on_failure: bool = True) -> DbtOutcome:
+    """Run `dbt <command> <extra...>` on the settings' target; one-line `TransformError` on failure."""
+    work = settings.data_dir.resolve() / "dbt"
+    result, seconds = invoke_dbt(settings, command, *extra)
+    outcome = DbtOutcome(command=command, seconds=seconds)
     for node in getattr(result.result, "results", None) or []:
         status = str(getattr(node.status, "value", node.status))
         outcome.statuses[status] += 1

@@ -24,7 +24,7 @@ from flows.backfill import (
 )
 from flows.contracts.datasets import ASSET_HISTORY
 from flows.errors import AuthError, QuotaExhausted, StorageError
-from flows.lake.storage import LakeStorage, LocalStorage
+from flows.lake.storage import LakeStorage, LocalStorage, StorageWrapper
 from flows.local_api import Catalog, Faults, StubServer
 from flows.local_api.catalog import DEFAULT_AS_OF_MS
 from flows.settings import Settings
@@ -122,16 +122,13 @@ def test_chunks_sit_on_a_fixed_grid_and_stay_small() -> None:
 # ---- resume, idempotence, open chunks ---------------------------------------------------------------------
 
 
-class CrashingStorage:
+class CrashingStorage(StorageWrapper):
     """The local lake, failing like a killed process after `crash_after` chunk objects."""
 
     def __init__(self, inner: LakeStorage, crash_after: int) -> None:
-        self.inner, self.left = inner, crash_after
+        super().__init__(inner)
+        self.left = crash_after
         self.lock = threading.Lock()  # writes come from several threads
-
-    @property
-    def root_uri(self) -> str:
-        return self.inner.root_uri
 
     def put_file(self, local_path: Path, key: str) -> None:
         if key.startswith("coincap/asset_history/"):
@@ -140,18 +137,6 @@ class CrashingStorage:
                     raise StorageError("simulated crash", "re-run")
                 self.left -= 1
         self.inner.put_file(local_path, key)
-
-    def exists(self, key: str) -> bool:
-        return self.inner.exists(key)
-
-    def list(self, prefix: str) -> list[str]:
-        return self.inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def read_bytes(self, key: str) -> bytes:
-        return self.inner.read_bytes(key)
 
 
 def test_resume_skips_finished_chunks_and_lands_each_point_once(

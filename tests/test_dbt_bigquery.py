@@ -47,6 +47,15 @@ INCREMENTAL = {
     "stg_coincap__exchanges": ["exchange_id"],
     "stg_coincap__markets": ["exchange_id", "base_asset_id"],
 }
+# The dashboards' daily reports (dbt/models/reports): incremental too, partitioned by report_date, clustered by what
+# the charts filter on; and the report views over the tables the pipeline writes in the ops dataset.
+REPORTS = {
+    "rpt_market_overview_daily": ["asset_rank", "asset_id"],
+    "rpt_asset_daily": ["asset_id"],
+    "rpt_exchange_daily": ["exchange_id"],
+    "rpt_market_pairs_daily": ["exchange_id", "base_asset_id"],
+}
+REPORT_VIEWS = {"rpt_pipeline_health_daily": "pipeline_runs", "rpt_data_quality": "dq_results"}
 
 
 @dataclass
@@ -190,6 +199,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryRuns]:
         parsed = json.loads((target / "manifest.json").read_text())
         models = [n for n in parsed["nodes"].values() if n["resource_type"] == "model"]
         catalog = FakeCatalog(columns={n["alias"]: list(n["columns"]) for n in models})
+        for ops_table in REPORT_VIEWS.values():  # written by the pipeline, not by dbt
+            catalog.add("coincap_ops", ops_table, "table")
 
         with stubbed_bigquery(catalog):
             first = run_dbt(settings, "build", "--exclude-resource-type", "unit_test", raise_on_failure=False)
@@ -311,8 +322,8 @@ def test_data_tests_of_partitioned_models_read_only_recent_days(runs: BigQueryRu
     for test in tests:
         model = test["attached_node"].split(".")[-1]
         sql = "\n".join(runs.first_sql[test["unique_id"]])
-        if model in INCREMENTAL:  # the day-partitioned models: staging and the facts
-            day = "price_date" if model == "fct_asset_daily" else "snapshot_date"
+        if model in INCREMENTAL or model in REPORTS:  # the day-partitioned models: staging, facts, reports
+            day = {"fct_asset_daily": "price_date"}.get(model, "report_date" if model in REPORTS else "snapshot_date")
             assert f"where {day} >= date_sub(current_date(), interval 3 day)" in sql, test["name"]
         else:  # dimensions and the intermediate view: everything
             assert "current_date()" not in sql, test["name"]
@@ -329,6 +340,48 @@ def test_the_granular_facts_expire_after_the_days_terraform_exposes(runs: BigQue
         assert defaults["granular_partition_expiration_days"] == days, module
     for name in SNAPSHOT_FACTS:
         assert runs.node(name)["config"]["partition_expiration_days"] == days
+
+
+@pytest.mark.parametrize("name", sorted(REPORTS))
+def test_report_tables_are_partitioned_by_report_date_and_replace_whole_days(runs: BigQueryRuns, name: str) -> None:
+    config = runs.node(name)["config"]
+    assert (config["materialized"], config["incremental_strategy"]) == ("incremental", "insert_overwrite")
+    day = {"field": "report_date", "data_type": "date", "granularity": "day", "copy_partitions": True}
+    assert config["partition_by"] == day and config["cluster_by"] == REPORTS[name]
+    pairs = name == "rpt_market_pairs_daily"  # the largest: a partition filter is required, and it expires
+    assert config.get("partition_expiration_days") == (365 if pairs else None)
+    assert bool(config.get("require_partition_filter")) == pairs
+
+    create = next(e for e in _parse(_model_sql(runs.first_sql, name)) if isinstance(e, exp.Create))
+    properties = {type(p).__name__: p for p in create.args["properties"].expressions}
+    assert properties["PartitionedByProperty"].sql("bigquery") == "PARTITION BY report_date"
+    assert properties["ClusterProperty"].sql("bigquery") == f"CLUSTER BY {', '.join(REPORTS[name])}"
+    options = {
+        p.name: p.args["value"].sql("bigquery") for p in create.args["properties"].expressions if p.key == "property"
+    }
+    assert options["labels"] == "[('pipeline', 'coincap'), ('layer', 'reports')]"
+    assert create.this.db == "coincap_marts"
+
+    # incremental: the latest loaded day from partition metadata, constant filters, partitions replaced by copy jobs
+    later = _model_sql(runs.incremental_sql, name)
+    assert "INFORMATION_SCHEMA.PARTITIONS" in later and f"table_name = '{name}'" in later
+    column = "price_date" if name == "rpt_asset_daily" else "snapshot_date"
+    assert f"where {column} >= cast('{LATEST_LOADED_DAY}' as date)" in later
+    parsed = [e for sql in runs.incremental_sql[f"model.coincap.{name}"] for e in _parse(sql)]
+    assert not [m for e in parsed for m in e.find_all(exp.Merge, exp.Delete, exp.Insert)]
+    assert [c[1] for c in runs.copies[name]] == [f"{name}${LATEST_LOADED_DAY.replace('-', '')}"]
+
+
+@pytest.mark.parametrize("name", sorted(REPORT_VIEWS))
+def test_report_views_read_the_ops_tables_the_pipeline_writes(runs: BigQueryRuns, name: str) -> None:
+    models = [n for n in runs.manifest["nodes"].values() if n["resource_type"] == "model"]
+    reports = {n["name"] for n in models if n["name"].startswith("rpt_")}
+    assert reports == set(REPORTS) | set(REPORT_VIEWS)  # every report is one or the other (looker/report.yaml too)
+    assert runs.node(name)["config"]["materialized"] == "view"
+    sql = _model_sql(runs.first_sql, name)
+    assert f"create or replace view `{PROJECT}`.`coincap_marts`.`{name}`" in sql
+    assert f"from `{PROJECT}`.`coincap_ops`.`{REPORT_VIEWS[name]}`" in sql
+    assert "where false" not in sql  # the empty stand-in is only for a warehouse without the ops tables
 
 
 def test_dbt_env_sets_the_gcp_names_and_keeps_the_local_ones(tmp_path: Path) -> None:

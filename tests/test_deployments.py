@@ -45,8 +45,8 @@ README = ROOT / "deployments" / "README.md"
 PREFECT = Path(sys.executable).parent / "prefect"
 
 GCP_POOL = "coincap-cloud-run"
-GCP_DEPLOYMENTS = {"snapshot", "reference-data", "dbt-build", "maintenance", "stream", "backfill"}
-LOCAL_DEPLOYMENTS = {"snapshot-local", "assets-local", "dbt-build-local"}
+GCP_DEPLOYMENTS = {"snapshot", "reference-data", "dbt-build", "maintenance", "stream", "backfill", "watchdog"}
+LOCAL_DEPLOYMENTS = {"snapshot-local", "assets-local", "dbt-build-local", "watchdog-local"}
 # What `terraform output` gives; example values only.
 GCP_ENV = {
     "IMAGE": "us-central1-docker.pkg.dev/example-project/coincap-pipeline/coincap-pipeline:test",
@@ -441,7 +441,8 @@ def _read(client: Any, flow_and_name: str) -> Any:
 
 FLOW_OF = {"snapshot": "snapshot", "reference-data": "snapshot", "dbt-build": "dbt-build",
            "maintenance": "maintenance", "stream": "stream", "backfill": "backfill",
-           "snapshot-local": "snapshot", "assets-local": "assets", "dbt-build-local": "dbt-build"}  # fmt: skip
+           "watchdog": "watchdog", "snapshot-local": "snapshot", "assets-local": "assets",
+           "dbt-build-local": "dbt-build", "watchdog-local": "watchdog"}  # fmt: skip
 
 
 @pytest.mark.slow

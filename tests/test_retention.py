@@ -78,3 +78,24 @@ def test_terraform_applies_the_same_retention_as_the_settings():
     for name in ("granular_retention_days", "granular_partition_expiration_days"):
         block = variables.split(f'variable "{name}"', 1)[1].split("\n}", 1)[0]
         assert re.search(rf"default\s*=\s*{default}\b", block), f"{name} must default to {default} like the settings"
+
+
+def test_sweep_staging_removes_only_files_older_than_a_day(tmp_path: Path) -> None:
+    """Files a killed run left in staging go; a running run's fresh files stay."""
+    import os
+    import time
+
+    from flows.maintenance import STAGING_MAX_AGE, sweep_staging
+
+    staging = tmp_path / "staging"
+    (staging / "history").mkdir(parents=True)
+    old, old_nested, fresh = staging / "a.parquet", staging / "history" / "b.parquet", staging / "c.parquet"
+    for path in (old, old_nested, fresh):
+        path.write_bytes(b"x")
+    stale = time.time() - STAGING_MAX_AGE.total_seconds() - 60
+    for path in (old, old_nested):
+        os.utime(path, (stale, stale))
+    assert sweep_staging(staging) == 2
+    assert [p.name for p in staging.rglob("*") if p.is_file()] == ["c.parquet"]
+    assert sweep_staging(staging) == 0
+    assert sweep_staging(tmp_path / "missing") == 0

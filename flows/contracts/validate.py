@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from functools import cache
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa_schema
 import pyarrow as pa
@@ -96,60 +99,153 @@ def validate_records(
     api_timestamp: datetime | None = None,
 ) -> ValidationResult:
     """Split `records` into contract-valid rows (lake schema) and quarantined rows with their reasons."""
-    reasons: dict[int, list[str]] = defaultdict(list)
+    return check_records(contract, records).select(
+        None, snapshot_id=snapshot_id, snapshot_ts=snapshot_ts, api_timestamp=api_timestamp
+    )
+
+
+def check_records(
+    contract: Contract, records: Sequence[Any], *, page_sizes: Sequence[int] | None = None
+) -> CheckedRecords:
+    """Parse and check raw records against the contract: every row, and the key unique within each page.
+
+    `page_sizes` splits `records` into consecutive pages (default: one page). Pandera costs ~8 ms a call
+    whatever the size, so a caller checks many pages at once and then `select`s rows: each page's verdicts are
+    exactly those `validate_records` gives that page on its own.
+    """
     records = list(records)
+    reasons: dict[int, list[str]] = defaultdict(list)
     # A record that is not even a JSON object cannot be parsed field by field.
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             reasons[i].append(f"record is a JSON {type(rec).__name__}, not an object")
     safe = [rec if isinstance(rec, dict) else {} for rec in records]
 
+    columns, complete = _field_values([col.name for col in contract.columns], safe)
     arrays: dict[str, pa.Array] = {}
-    for col in contract.columns:
-        values = [rec.get(col.name) for rec in safe]
+    for col, values in zip(contract.columns, columns, strict=True):
         array, errors = _parse_column(col, values)
         arrays[col.name] = array
         for i, msg in errors.items():
             reasons[i].append(msg)
 
     parsed = pa.table(arrays)
-    _run_pandera(contract, parsed, safe, reasons)
+    frame = parsed.to_pandas(types_mapper=pd.ArrowDtype)
+    schema = pandera_schema(contract)
+    if page_sizes is not None and len(page_sizes) > 1:
+        if sum(page_sizes) != len(records):
+            raise ValueError(f"page sizes add up to {sum(page_sizes)}, not to the {len(records)} records")
+        frame[_PAGE] = np.repeat(np.arange(len(page_sizes)), page_sizes)
+        schema = _paged_schema(contract)
+    _run_pandera(contract, schema, frame, safe, reasons)
 
     known = contract.field_names
-    new_fields: set[str] = set()
-    extra: list[str | None] = []
-    for rec in safe:
-        unknown = rec.keys() - known
-        if unknown:
-            new_fields |= unknown
-            extra.append(json.dumps({k: rec[k] for k in sorted(unknown)}, default=str, ensure_ascii=False))
-        else:
-            extra.append(None)
+    if complete:  # every record has every contract field: only a longer one can carry more
+        unknown = {i: rec.keys() - known for i, rec in enumerate(safe) if len(rec) > len(known)}
+    else:
+        unknown = {i: rec.keys() - known for i, rec in enumerate(safe) if not known.issuperset(rec)}
+    return CheckedRecords(contract, records, safe, parsed, dict(reasons), unknown)
 
-    n = len(records)
-    bad = sorted(reasons)
-    keep = pa.array([i not in reasons for i in range(n)], pa.bool_())
-    meta = {
-        SNAPSHOT_ID: pa.array([snapshot_id] * n, pa.string()),
-        SNAPSHOT_TS: pa.array([snapshot_ts] * n, TIMESTAMP_TYPE),
-        API_TIMESTAMP: pa.array([api_timestamp] * n, TIMESTAMP_TYPE),
-        EXTRA_FIELDS: pa.array(extra, pa.string()),
-    }
-    full = pa.table({**arrays, **meta})
-    valid = full.filter(keep).cast(contract.arrow_schema())
 
-    quarantine = pa.table(
-        {
-            "dataset": pa.array([contract.dataset] * len(bad), pa.string()),
-            SNAPSHOT_ID: pa.array([snapshot_id] * len(bad), pa.string()),
-            SNAPSHOT_TS: pa.array([snapshot_ts] * len(bad), TIMESTAMP_TYPE),
-            API_TIMESTAMP: pa.array([api_timestamp] * len(bad), TIMESTAMP_TYPE),
-            "record_json": pa.array([_dump(records[i]) for i in bad], pa.string()),
-            "reason": pa.array(["; ".join(dict.fromkeys(reasons[i])) for i in bad], pa.string()),
-        },
-        schema=QUARANTINE_SCHEMA,
-    )
-    return ValidationResult(valid=valid, quarantine=quarantine, new_fields=new_fields)
+@dataclass
+class CheckedRecords:
+    """Raw records, parsed and checked; `select` turns some of its rows into a `ValidationResult`."""
+
+    contract: Contract
+    records: list[Any]
+    objects: list[dict[str, Any]]  # the records, with {} for any that is not a JSON object
+    parsed: pa.Table
+    reasons: dict[int, list[str]]  # row -> every reason it fails, in the order they were found
+    unknown: dict[int, set[str]]  # row -> fields the contract does not know
+
+    def passes(self, row: int) -> bool:
+        """Whether the record at `row` meets the contract."""
+        return row not in self.reasons
+
+    def select(
+        self,
+        rows: Sequence[int] | None,
+        *,
+        snapshot_id: str,
+        snapshot_ts: datetime,
+        api_timestamp: datetime | None | Sequence[datetime | None] = None,
+    ) -> ValidationResult:
+        """Valid rows (lake schema) and quarantined rows among `rows` (ascending; None: all), in that order.
+
+        `api_timestamp` is one value for every row, or one per row of `rows`.
+        """
+        contract = self.contract
+        picked = range(len(self.records)) if rows is None else rows
+        reasons = self.reasons
+        good = [i for i in picked if i not in reasons]
+        bad = [i for i in picked if i in reasons]
+        stamps: Any = api_timestamp
+        good_stamps = bad_stamps = stamps
+        if isinstance(stamps, Sequence):
+            if len(stamps) != len(picked):
+                raise ValueError(f"{len(stamps)} API timestamps for {len(picked)} rows")
+            good_stamps = [ts for i, ts in zip(picked, stamps, strict=True) if i not in reasons]
+            bad_stamps = [ts for i, ts in zip(picked, stamps, strict=True) if i in reasons]
+        new_fields: set[str] = set()
+        if self.unknown:
+            for i in picked:
+                new_fields |= self.unknown.get(i, set())
+
+        n = len(good)
+        # rows are ascending and distinct: as many good rows as records means every record, in order
+        parsed = self.parsed if n == len(self.records) else self.parsed.take(pa.array(good, pa.int64()))
+        extra = pa.array([self._extra(i) for i in good], pa.string()) if self.unknown else pa.nulls(n, pa.string())
+        meta = {
+            SNAPSHOT_ID: pa.repeat(pa.scalar(snapshot_id, pa.string()), n),
+            SNAPSHOT_TS: pa.repeat(pa.scalar(snapshot_ts, TIMESTAMP_TYPE), n),
+            API_TIMESTAMP: _repeated(good_stamps, n, TIMESTAMP_TYPE),
+            EXTRA_FIELDS: extra,
+        }
+        valid = pa.Table.from_arrays([*parsed.columns, *meta.values()], names=[*parsed.column_names, *meta]).cast(
+            contract.arrow_schema()
+        )
+
+        m = len(bad)
+        quarantine = pa.table(
+            {
+                "dataset": pa.repeat(pa.scalar(contract.dataset, pa.string()), m),
+                SNAPSHOT_ID: pa.repeat(pa.scalar(snapshot_id, pa.string()), m),
+                SNAPSHOT_TS: pa.repeat(pa.scalar(snapshot_ts, TIMESTAMP_TYPE), m),
+                API_TIMESTAMP: _repeated(bad_stamps, m, TIMESTAMP_TYPE),
+                "record_json": pa.array([_dump(self.records[i]) for i in bad], pa.string()),
+                "reason": pa.array(["; ".join(dict.fromkeys(reasons[i])) for i in bad], pa.string()),
+            },
+            schema=QUARANTINE_SCHEMA,
+        )
+        return ValidationResult(valid=valid, quarantine=quarantine, new_fields=new_fields)
+
+    def _extra(self, i: int) -> str | None:
+        fields = self.unknown.get(i)
+        if not fields:
+            return None
+        rec = self.objects[i]
+        return json.dumps({k: rec[k] for k in sorted(fields)}, default=str, ensure_ascii=False)
+
+
+def _field_values(names: list[str], records: list[dict[str, Any]]) -> tuple[list[list[Any]], bool]:
+    """Each field's values, record by record (None where absent), and whether every record had every field."""
+    if not records:
+        return [[] for _ in names], True
+    if len(names) > 1:
+        try:
+            # one pass over the records (not one per field), in C when every record has every field
+            return [list(values) for values in zip(*map(itemgetter(*names), records), strict=True)], True
+        except KeyError:
+            pass
+    return [list(values) for values in zip(*[tuple(map(rec.get, names)) for rec in records], strict=True)], False
+
+
+def _repeated(values: datetime | None | Sequence[datetime | None], n: int, type_: pa.DataType) -> pa.Array:
+    """One value n times, or a list of values (runs of equal ones are cheap), as an Arrow array."""
+    if not isinstance(values, Sequence):
+        return pa.repeat(pa.scalar(values, type_), n)
+    runs = [pa.repeat(pa.scalar(value, type_), len(list(group))) for value, group in groupby(values)]
+    return pa.concat_arrays(runs) if runs else pa.array([], type_)
 
 
 def _dump(record: Any) -> str:
@@ -321,20 +417,41 @@ def _json_type(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------- checks
 
 
+_PAGE = "__page__"  # numbers the pages of a batch in the frame Pandera checks
+
+
+@cache
+def _paged_schema(contract: Contract) -> pa_schema.DataFrameSchema:
+    """The contract's Pandera schema with the key unique within each page (the `_PAGE` column) of a batch."""
+    full = pandera_schema(contract)
+    return pa_schema.DataFrameSchema(
+        full.columns,
+        name=full.name,
+        strict=full.strict,
+        unique=[_PAGE, *contract.key],
+        report_duplicates=full.report_duplicates,
+    )
+
+
 def _run_pandera(
-    contract: Contract, parsed: pa.Table, records: list[dict[str, Any]], reasons: dict[int, list[str]]
+    contract: Contract,
+    schema: pa_schema.DataFrameSchema,
+    frame: pd.DataFrame,
+    records: list[dict[str, Any]],
+    reasons: dict[int, list[str]],
 ) -> None:
-    frame = parsed.to_pandas(types_mapper=pd.ArrowDtype)
     try:
-        pandera_schema(contract).validate(frame, lazy=True)
+        schema.validate(frame, lazy=True)
     except SchemaErrors as err:
         cases = err.failure_cases
         for row in cases.itertuples(index=False):
             index = row.index
             if index is None or pd.isna(index):
                 continue  # schema-level failures (dtype) cannot happen: columns are built from the contract
-            i = int(index)
             column = row.column
+            if column == _PAGE:
+                continue  # the page number is part of the uniqueness check, not of the record
+            i = int(index)
             if any(msg.startswith(f"{column}: ") for msg in reasons.get(i, ())):
                 continue  # the parse error already explains this value
             reasons[i].append(_explain(contract, str(column), str(row.check), row.failure_case, records[i]))

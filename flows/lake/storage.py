@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import uuid
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -43,6 +45,32 @@ class LakeStorage(Protocol):
     def read_bytes(self, key: str) -> bytes: ...
 
 
+class StorageWrapper:
+    """A `LakeStorage` that passes every call to `inner`: subclass it to change one method (fault injection)."""
+
+    def __init__(self, inner: LakeStorage) -> None:
+        self.inner = inner
+
+    @property
+    def root_uri(self) -> str:
+        return self.inner.root_uri
+
+    def put_file(self, local_path: Path, key: str) -> None:
+        self.inner.put_file(local_path, key)
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(key)
+
+    def list(self, prefix: str) -> list[str]:
+        return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.inner.read_bytes(key)
+
+
 class LocalStorage:
     """A lake in a local folder. Atomic by `os.replace` of a hidden sibling temporary file."""
 
@@ -61,7 +89,7 @@ class LocalStorage:
 
     def put_file(self, local_path: Path, key: str) -> None:
         dest = self._path(key)
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.{os.getpid()}@{_HOST}.tmp")
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(local_path, tmp)
@@ -76,6 +104,7 @@ class LocalStorage:
                 f"Could not write {dest} ({exc.strerror or exc}).",
                 "Check free disk space and that PIPELINE_DATA_DIR is writable.",
             ) from exc
+        _remove_dead_writers_temps(dest.parent)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -95,6 +124,37 @@ class LocalStorage:
 
     def read_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
+
+
+# A temporary object is named after its writer (`.<name>.<uuid>.<pid>@<host>.tmp`): a process killed between its
+# copy and its rename (SIGKILL runs no cleanup) leaves one behind, which the next write into the folder removes once
+# that process is gone. Readers never see them (hidden, not *.parquet); this keeps them from piling up.
+_HOST = socket.gethostname()
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.(?P<pid>\d+)@(?P<host>.+)\.tmp$")
+
+
+def _remove_dead_writers_temps(folder: Path) -> None:
+    try:
+        names = [entry.name for entry in os.scandir(folder) if entry.name.startswith(".")]
+    except OSError:
+        return
+    for name in names:
+        match = _TEMP_NAME.match(name)
+        if match and match["host"] == _HOST and not _process_alive(int(match["pid"])):
+            with contextlib.suppress(OSError):
+                (folder / name).unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

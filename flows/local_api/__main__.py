@@ -27,6 +27,17 @@ _FAULT_HELP = {
     "duplicate_rows": "rows of the previous page repeated at the top of each page",
     "fail_first_n": "answer the first N requests with 503",
     "seed": "seed of the fault draws",
+    "storm_after": "requests served normally before a 5xx storm",
+    "storm_requests": "length of the 5xx storm, in requests",
+    "quota_after_calls": "the monthly quota runs out after this many requests",
+    "hang_after": "hold every request after the first N unanswered (a stuck upstream)",
+    "rate_limit": "requests allowed per --rate-window; more get 429 with Retry-After",
+    "rate_window_s": "seconds of the rate limit's window",
+    "p_slow": "probability of holding a response --slow seconds",
+    "slow_s": "seconds a slow response is held",
+    "drift_new_fields": "share of records with fields the v3 docs do not list",
+    "drift_missing_optional": "share of records without their nullable fields",
+    "drift_wrong_type": "share of records with a numeric field of the wrong JSON type",
 }
 
 
@@ -45,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
         "--history-interval", choices=tuple(HISTORY_INTERVALS_MS), default="h1", help="synthetic: history step"
     )
     parser.add_argument("--invalid-fraction", type=float, default=0.0, help="synthetic: share of bad records")
+    parser.add_argument(
+        "--bad-values",
+        action="store_true",
+        help="serve values that pass the contracts but are wrong (market cap off price x supply, a rank gap, a "
+        "market 50%% off its asset, ...: see Catalog.with_bad_values), for the data-quality checks",
+    )
     parser.add_argument("--api-key", action="append", default=[], help="key to accept (repeatable)")
     faults = parser.add_argument_group("faults (all off by default)")
     for f in fields(Faults):
@@ -76,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             history_interval=args.history_interval,
             invalid_fraction=args.invalid_fraction,
         )
+    if args.bad_values:
+        catalog = catalog.with_bad_values()
+        print("bad values: " + ", ".join(f"{k} {v}" for k, v in catalog.bad_values.items()), file=sys.stderr)
     faults = Faults(**{f.name: getattr(args, f.name) for f in fields(Faults)})
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

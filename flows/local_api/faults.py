@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 # Bodies CoinCap (or the proxy in front of it) sends; the client tells them apart by status and wording.
 INTERNAL_ERROR_BODY = b'{"error":"Internal server error"}'
@@ -42,6 +43,19 @@ class Faults:
     duplicate_rows: int = 0  # each page after the first also repeats this many rows of the previous page
     fail_first_n: int = 0  # the next N requests answer 503, then service resumes
     seed: int = 0  # seed of the random draws for the p_* faults
+    # Counted faults: requests are numbered from 1 as they arrive (assigning a new `Faults` restarts the count).
+    storm_after: int = 0  # with storm_requests > 0: requests storm_after+1 .. storm_after+storm_requests answer 5xx
+    storm_requests: int = 0
+    quota_after_calls: int = 0  # > 0: the monthly quota runs out after this many requests (see quota_status)
+    hang_after: int = 0  # > 0: hold every later request, unanswered, until this is set back to 0 (a stuck upstream)
+    rate_limit: int = 0  # > 0: at most this many requests per rate_window_s; the rest get 429 + Retry-After
+    rate_window_s: float = 60.0  # the rate limit's fixed window; Retry-After says when the current one ends
+    p_slow: float = 0.0  # hold a response slow_s seconds (past a client's read timeout, it gives up)
+    slow_s: float = 3.0
+    # Schema drift, decided per record (the same record drifts the same way on every page and every retry).
+    drift_new_fields: float = 0.0  # share of records carrying fields the v3 docs do not list
+    drift_missing_optional: float = 0.0  # share of records whose nullable fields are absent, not null
+    drift_wrong_type: float = 0.0  # share of records with one numeric field of the wrong JSON type
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,10 @@ class Draw:
     server_error: int = 0  # 0, or 500/502/503
     garbage: bool = False
     truncate: bool = False
+    seq: int = 0  # this request's number, from 1
+    slow: bool = False
+    storm: int = 0  # 0, or the 5xx status of a storm answer
+    quota_spent: bool = False  # quota_after_calls is reached
 
 
 class FaultDice:
@@ -62,18 +80,29 @@ class FaultDice:
     def __init__(self, seed: int = 0) -> None:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
+        # a stream of its own, so turning p_slow on never shifts the other faults' draws
+        self._slow_rng = random.Random(f"{seed}/slow")
         self._failed_first = 0
+        self._seq = 0
+        self._window_start: float | None = None
+        self._window_count = 0
 
     def roll(self, faults: Faults) -> Draw:
         """Decide which faults hit this request."""
         with self._lock:
             u_drop, u_429, u_5xx, u_kind, u_garbage, u_truncate = (self._rng.random() for _ in range(6))
+            u_slow = self._slow_rng.random()
             fail_first = self._failed_first < faults.fail_first_n
             if fail_first:
                 self._failed_first += 1
+            self._seq += 1
+            seq = self._seq
         server_error = 0
         if u_5xx < faults.p_5xx:
             server_error = 500 if u_kind < 0.6 else 502 if u_kind < 0.8 else 503
+        storm = 0
+        if faults.storm_requests > 0 and faults.storm_after < seq <= faults.storm_after + faults.storm_requests:
+            storm = (500, 502, 503)[seq % 3]  # a storm mixes what the API and its proxy answer
         return Draw(
             fail_first=fail_first,
             drop=u_drop < faults.p_drop,
@@ -81,7 +110,26 @@ class FaultDice:
             server_error=server_error,
             garbage=u_garbage < faults.p_garbage,
             truncate=u_truncate < faults.p_truncate,
+            seq=seq,
+            slow=u_slow < faults.p_slow,
+            storm=storm,
+            quota_spent=0 < faults.quota_after_calls < seq,
         )
+
+    def over_rate_limit(self, faults: Faults, now: float) -> float | None:
+        """Count one request in the rate limit's window: None when it fits, else seconds until the window ends."""
+        if faults.rate_limit <= 0:
+            return None
+        window = max(faults.rate_window_s, 1e-3)
+        with self._lock:
+            if self._window_start is None or now >= self._window_start + window:
+                # fixed windows on a grid from the first request, as a per-minute counter resets on the minute
+                start = now if self._window_start is None else now - (now - self._window_start) % window
+                self._window_start, self._window_count = start, 0
+            self._window_count += 1
+            if self._window_count <= faults.rate_limit:
+                return None
+            return self._window_start + window - now
 
 
 def page_rows(offset: int, limit: int, total: int, faults: Faults) -> list[int]:
@@ -104,3 +152,74 @@ def page_rows(offset: int, limit: int, total: int, faults: Faults) -> list[int]:
     if faults.duplicate_rows > 0 and offset > 0 and rows:
         rows[:0] = range(max(0, start - faults.duplicate_rows), start)
     return rows
+
+
+# ---- schema drift ----------------------------------------------------------------------------------------
+
+# Fields CoinCap may add to a record one day: a string, a nested object and a list, as v3's own fields are.
+NEW_FIELDS: dict[str, object] = {
+    "launchDate": "2021-05-04",
+    "links": {"website": "https://example.org/"},
+    "tags": ["drift"],
+}
+# Per dataset: the fields v3 documents as nullable (a drifted record leaves them out altogether), and the numeric
+# field a drifted record sends with the wrong JSON type. Never a natural-key field: drifted records stay traceable.
+OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "assets": ("supply", "maxSupply", "marketCapUsd", "volumeUsd24Hr", "changePercent24Hr", "vwap24Hr", "explorer",
+               "tokens"),
+    "rates": ("currencySymbol",),
+    "exchanges": ("percentTotalVolume", "volumeUsd", "tradingPairs", "socket", "exchangeUrl", "updated"),
+    "markets": ("rank", "priceQuote", "volumeUsd24Hr", "percentExchangeVolume", "tradesCount24Hr", "updated"),
+    "history": ("date", "circulatingSupply"),
+}  # fmt: skip
+WRONG_TYPE_FIELDS: dict[str, str] = {
+    "assets": "priceUsd",
+    "rates": "rateUsd",
+    "exchanges": "volumeUsd",
+    "markets": "priceUsd",
+    "history": "priceUsd",
+}
+DRIFT_KINDS = ("new_fields", "missing_optional", "wrong_type")
+
+
+def drifts(faults: Faults) -> bool:
+    """Whether any schema drift is on."""
+    return max(faults.drift_new_fields, faults.drift_missing_optional, faults.drift_wrong_type) > 0
+
+
+def drift_record(dataset: str, ident: object, record: Any, faults: Faults) -> tuple[Any, tuple[str, ...]]:
+    """The record as a drifted API would send it, and the kinds of drift applied (`DRIFT_KINDS`).
+
+    `dataset` is "assets", "rates", "exchanges", "markets" or "history"; `ident` names the record within it (its
+    position, or "slug/time" for history), so the decision is the same on every page and every retry.
+    """
+    if not isinstance(record, dict) or not drifts(faults):
+        return record, ()
+    rng = random.Random(f"{faults.seed}/drift/{dataset}/{ident}")
+    u_new, u_missing, u_wrong, u_kind = (rng.random() for _ in range(4))
+    out = dict(record)
+    kinds: list[str] = []
+    if u_new < faults.drift_new_fields:
+        out.update(NEW_FIELDS)
+        kinds.append("new_fields")
+    optional = [f for f in OPTIONAL_FIELDS.get(dataset, ()) if f in out]
+    if u_missing < faults.drift_missing_optional and optional:
+        for name in optional:
+            del out[name]
+        kinds.append("missing_optional")
+    target = WRONG_TYPE_FIELDS.get(dataset)
+    if u_wrong < faults.drift_wrong_type and target is not None:
+        value = out.get(target)
+        # an array, an object or a boolean where a numeric string belongs
+        out[target] = [value] if u_kind < 1 / 3 else {"value": value} if u_kind < 2 / 3 else True
+        kinds.append("wrong_type")
+    return (out, tuple(kinds)) if kinds else (record, ())
+
+
+def has_wrong_type(dataset: str, record: Any) -> bool:
+    """Whether a served record carries `drift_record`'s wrong-type drift."""
+    target = WRONG_TYPE_FIELDS.get(dataset)
+    if not isinstance(record, dict) or target is None:
+        return False
+    value = record.get(target)
+    return isinstance(value, list | dict | bool)

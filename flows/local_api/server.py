@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
+import select
 import selectors
 import socket
 import subprocess
@@ -39,6 +41,8 @@ from flows.local_api.faults import (
     UNAVAILABLE_BODY,
     FaultDice,
     Faults,
+    drift_record,
+    drifts,
     page_rows,
 )
 
@@ -115,6 +119,9 @@ class ServerStats:
             self.credits = 0  # sum of credits_for(Content-Length) over every response with a body
             self.drops = 0
             self.truncations = 0
+            self.injected: Counter[str] = Counter()  # fault kind -> answers (or records, for drift) it hit
+            self.last_fault_at: float | None = None  # time.time() of the latest injected fault
+            self.abandoned = 0  # held answers (slow, hang) never sent: the client had given up
             # dataset -> every record sent whole in a 200 listing/detail answer, repeats included
             self.served: dict[str, list[Record]] = {}
             self.served_counts: Counter[str] = Counter()  # dataset -> len(served[dataset]), kept in any case
@@ -123,6 +130,19 @@ class ServerStats:
         """Count one request received on this URL path."""
         with self._lock:
             self.requests[path] += 1
+
+    def count_fault(self, kind: str, n: int = 1) -> None:
+        """Count `n` hits of one injected fault (the kinds are free text, e.g. "5xx storm", "drift: wrong_type")."""
+        if n <= 0:
+            return
+        with self._lock:
+            self.injected[kind] += n
+            self.last_fault_at = time.time()
+
+    def count_abandoned(self) -> None:
+        """Count one held answer the client left before it was sent."""
+        with self._lock:
+            self.abandoned += 1
 
     def count_response(self, reply: _Reply | None, sent_bytes: int, *, truncated: bool = False) -> None:
         """Count one answer (None: a dropped connection) before it is written."""
@@ -165,6 +185,9 @@ class ServerStats:
                 "drops": self.drops,
                 "truncations": self.truncations,
                 "served_records": dict(self.served_counts),
+                "injected": dict(self.injected),
+                "last_fault_at": self.last_fault_at,
+                "abandoned": self.abandoned,
             }
 
 
@@ -342,6 +365,7 @@ class StubServer(ThreadingHTTPServer):
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self._closing = threading.Event()  # ends held answers (slow, hang) when the server stops
         super().__init__((host, port), _Handler)
 
     @property
@@ -388,6 +412,7 @@ class StubServer(ThreadingHTTPServer):
 
     def stop(self) -> None:
         """Stop serving, close the listening socket and cut every open keep-alive connection."""
+        self._closing.set()
         if self._thread is not None:
             self.shutdown()
             self._thread.join(timeout=5)
@@ -405,6 +430,12 @@ class StubServer(ThreadingHTTPServer):
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer (killed, timed out) is routine for a fault server: not worth a trace."""
+        if isinstance(sys.exc_info()[1], ConnectionResetError | BrokenPipeError):
+            return
+        super().handle_error(request, client_address)
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Serve one connection (socketserver hook)."""
         # tracked so stop() can cut idle keep-alive connections that would otherwise still be served
@@ -419,7 +450,7 @@ class StubServer(ThreadingHTTPServer):
     # ---- request handling -------------------------------------------------------------------------------
 
     def _answer(self, handler: _Handler) -> None:
-        """Apply faults in order (outage, drop, v2 notice, auth, quota, 429, 5xx, garbage), then route."""
+        """Apply faults in order (hold, outage, storm, drop, v2 notice, auth, quota, 429s, 5xx, garbage), then route."""
         parts = urlsplit(handler.path)
         path = unquote(parts.path).rstrip("/") or "/"
         query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
@@ -431,30 +462,74 @@ class StubServer(ThreadingHTTPServer):
         draw = self._dice.roll(faults)
         if faults.delay_s > 0:
             time.sleep(faults.delay_s)
+        if not self._held(handler, draw.seq, draw.slow):
+            return
+        stats = self.stats
         if draw.fail_first:
+            stats.count_fault("503 outage")
             handler.send(_Reply(503, UNAVAILABLE_BODY))
+        elif draw.storm:
+            stats.count_fault("5xx storm")
+            body, content_type = _SERVER_ERRORS[draw.storm]
+            handler.send(_Reply(draw.storm, body, content_type=content_type))
         elif draw.drop:
+            stats.count_fault("dropped connection")
             handler.drop()
         elif faults.deprecated:  # v2 answered this to every call, key or not
             handler.send(_Reply(200, _envelope(_encode({"message": DEPRECATION_MESSAGE}))))
         elif self.api_keys and not self._authorized(handler, query):
             handler.send(_Reply(401, UNAUTHORIZED_BODY))
-        elif faults.quota_exhausted:
+        elif faults.quota_exhausted or draw.quota_spent:
+            stats.count_fault("quota exhausted")
             body = QUOTA_429_BODY if faults.quota_status == 429 else QUOTA_403_BODY
             handler.send(_Reply(429 if faults.quota_status == 429 else 403, body))
+        elif (wait := self._dice.over_rate_limit(faults, time.monotonic())) is not None:
+            stats.count_fault("429 rate-limit window")
+            # whole milliseconds, rounded up, so a client that waits exactly this long lands in the next window
+            retry_after = f"{math.ceil(wait * 1000) / 1000:g}"
+            handler.send(_Reply(429, RATE_LIMIT_BODY, headers={"Retry-After": retry_after}))
         elif draw.rate_limited:
+            stats.count_fault("429 rate limit")
             handler.send(_Reply(429, RATE_LIMIT_BODY, headers={"Retry-After": f"{faults.retry_after_s:g}"}))
         elif draw.server_error:
+            stats.count_fault("5xx")
             body, content_type = _SERVER_ERRORS[draw.server_error]
             handler.send(_Reply(draw.server_error, body, content_type=content_type))
         elif draw.garbage:
+            stats.count_fault("not JSON")
             handler.send(_Reply(200, GARBAGE_BODY))  # still claims JSON, as a misbehaving proxy would
         else:
             try:
                 reply = self._route(path, query)
             except _Reject as reject:
                 reply = reject.reply
-            handler.send(reply, truncate=draw.truncate and reply.status == 200)
+            truncate = draw.truncate and reply.status == 200
+            if truncate:
+                stats.count_fault("truncated body")
+            handler.send(reply, truncate=truncate)
+
+    def _held(self, handler: _Handler, seq: int, slow: bool) -> bool:
+        """Hold a slow or hung answer; False when the client left meanwhile (the answer is then never sent)."""
+        faults = self._faults
+        hung = 0 < faults.hang_after < seq
+        if not (slow or hung):
+            return True
+        self.stats.count_fault("hung request" if hung else "slow response")
+        deadline = time.monotonic() + faults.slow_s
+        while not self._closing.is_set():
+            current = self._faults  # a hang ends when the test sets hang_after back to 0 (or swaps the faults)
+            if hung and not 0 < current.hang_after < seq:
+                break
+            if not hung and time.monotonic() >= deadline:
+                break
+            if _client_gone(handler.connection):
+                break
+            self._closing.wait(0.02)
+        if _client_gone(handler.connection) or self._closing.is_set():
+            self.stats.count_abandoned()
+            handler.close_connection = True
+            return False
+        return True
 
     def _authorized(self, handler: _Handler, query: dict[str, str]) -> bool:
         header = handler.headers.get("Authorization", "")
@@ -496,16 +571,34 @@ class StubServer(ThreadingHTTPServer):
         matching = index.filtered(dataset, filters)
         total = len(index.catalog.records(dataset)) if matching is None else len(matching)
         rows = page_rows(offset, limit, total, self._faults)
+        self.stats.count_fault("rows repeated across pages", sum(1 for r in rows if r < offset))
         positions = rows if matching is None else [matching[i] for i in rows]
         records = index.catalog.records(dataset)
+        page = [records[i] for i in positions]
+        if drifts(self._faults):
+            page = self._drift(dataset, positions, page)
+            return _Reply(200, _envelope(_encode(page)), dataset=dataset, records=page)
         data = b"[" + b",".join(index.encoded(dataset, positions)) + b"]"
-        return _Reply(200, _envelope(data), dataset=dataset, records=[records[i] for i in positions])
+        return _Reply(200, _envelope(data), dataset=dataset, records=page)
+
+    def _drift(self, dataset: str, idents: Sequence[object], records: Sequence[Record]) -> list[Record]:
+        """Records as a drifting API sends them (see `Faults.drift_*`), each drift counted."""
+        out = []
+        for ident, record in zip(idents, records, strict=True):
+            drifted, kinds = drift_record(dataset, ident, record, self._faults)
+            for kind in kinds:
+                self.stats.count_fault(f"drift: {kind}")
+            out.append(drifted)
+        return out
 
     def _detail(self, dataset: str, key: str, not_found: bytes) -> _Reply:
         position = self._index.by_id[dataset].get(key)
         if position is None:
             raise _Reject(404, not_found)
         record = self._index.catalog.records(dataset)[position]
+        if drifts(self._faults):
+            (record,) = self._drift(dataset, [position], [record])
+            return _Reply(200, _envelope(_encode(record)), dataset=dataset, records=[record])
         return _Reply(200, _envelope(self._index.encoded(dataset, [position])[0]), dataset=dataset, records=[record])
 
     def _asset_markets(self, slug: str, query: dict[str, str]) -> _Reply:
@@ -535,6 +628,8 @@ class StubServer(ThreadingHTTPServer):
             and p["time"] % step == 0
             and (window is None or window[0] <= p["time"] <= window[1])
         ]
+        if drifts(self._faults):
+            points = self._drift("history", [f"{slug}/{p['time']}" for p in points], points)
         return _Reply(200, _envelope(_encode(points)), dataset=f"history/{slug}", records=points)
 
     def _rates(self, query: dict[str, str]) -> _Reply:
@@ -547,8 +642,12 @@ class StubServer(ThreadingHTTPServer):
                 raise _Reject(404, _error("Conversion rate not found"))
         else:
             positions = list(range(len(records)))
+        page = [records[i] for i in positions]
+        if drifts(self._faults):
+            page = self._drift("rates", positions, page)
+            return _Reply(200, _envelope(_encode(page)), dataset="rates", records=page)
         data = b"[" + b",".join(self._index.encoded("rates", positions)) + b"]"
-        return _Reply(200, _envelope(data), dataset="rates", records=[records[i] for i in positions])
+        return _Reply(200, _envelope(data), dataset="rates", records=page)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -597,6 +696,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # tests and benchmarks would drown in access logs
+
+
+def _client_gone(conn: socket.socket) -> bool:
+    """Whether the client closed its side (a read timeout, a killed process): a peek then reads end-of-stream."""
+    try:
+        # select first: the handler's socket has a timeout, and a recv on it would wait that long for data
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):  # ValueError: the socket is already closed
+        return True
 
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from flows.errors import ConfigError, PipelineError
 from flows.settings import Settings
-from flows.warehouse.local_duckdb import _RUNS_DDL, RUNS_SCHEMA, RUNS_TABLE
+from flows.warehouse.local_duckdb import _DQ_DDL, _RUNS_DDL, DQ_TABLE, RUNS_SCHEMA, RUNS_TABLE
 
 if TYPE_CHECKING:
     from google.api_core.retry import Retry
     from google.cloud import bigquery
 
 RUNS_TABLE_NAME = RUNS_TABLE.split(".")[-1]
+DQ_TABLE_NAME = DQ_TABLE.split(".")[-1]
 # The guard on ad-hoc SQL: 10 GiB costs about $0.06 on demand. A year of fct_market_snapshots is more: filter it.
 DEFAULT_MAX_BYTES_BILLED = 10 * 1024**3
 
@@ -43,20 +44,30 @@ _BIGQUERY_TYPES: dict[str, tuple[str, bool]] = {
 @cache
 def runs_columns() -> tuple[tuple[str, str, str], ...]:
     """(name, BigQuery type, mode) of the run-metrics table, read from the DuckDB DDL: one column list for both."""
+    return _ddl_columns(_RUNS_DDL, RUNS_TABLE_NAME)
+
+
+@cache
+def dq_columns() -> tuple[tuple[str, str, str], ...]:
+    """(name, BigQuery type, mode) of the data-quality results table, read from the DuckDB DDL likewise."""
+    return _ddl_columns(_DQ_DDL, DQ_TABLE_NAME)
+
+
+def _ddl_columns(ddl: str, table_name: str) -> tuple[tuple[str, str, str], ...]:
     import duckdb
 
     with duckdb.connect(":memory:") as con:
-        con.execute(_RUNS_DDL)
+        con.execute(ddl)
         described = con.execute(
             "select column_name, data_type, is_nullable from information_schema.columns"
             " where table_schema = ? and table_name = ? order by ordinal_position",
-            [RUNS_SCHEMA, RUNS_TABLE_NAME],
+            [RUNS_SCHEMA, table_name],
         ).fetchall()
     columns = []
     for name, duckdb_type, nullable in described:
         if duckdb_type not in _BIGQUERY_TYPES:
             raise TypeError(
-                f"pipeline_runs.{name}: no BigQuery type for DuckDB {duckdb_type}; add it to _BIGQUERY_TYPES"
+                f"{table_name}.{name}: no BigQuery type for DuckDB {duckdb_type}; add it to _BIGQUERY_TYPES"
             )
         bigquery_type, repeated = _BIGQUERY_TYPES[duckdb_type]
         mode = "REPEATED" if repeated else ("NULLABLE" if nullable == "YES" else "REQUIRED")
@@ -94,7 +105,7 @@ class BigQueryWarehouse:
         self.request_timeout_s = request_timeout_s
         self.query_timeout_s = query_timeout_s
         self._client: bigquery.Client | None = None
-        self._runs_table_ready = False
+        self._tables_ready: set[str] = set()
 
     @property
     def uri(self) -> str:
@@ -103,6 +114,10 @@ class BigQueryWarehouse:
     @property
     def runs_table_id(self) -> str:
         return f"{self.project}.{self.ops_dataset}.{RUNS_TABLE_NAME}"
+
+    @property
+    def dq_table_id(self) -> str:
+        return f"{self.project}.{self.ops_dataset}.{DQ_TABLE_NAME}"
 
     @property
     def client(self) -> bigquery.Client:
@@ -151,32 +166,69 @@ class BigQueryWarehouse:
         json_rows = [_json_row(row) for row in rows]
         if not json_rows:
             return
-        created = self._ensure_runs_table()
+        self._stream_insert(self.runs_table_id, json_rows, self._ensure_runs_table(), "run-metrics", stamp=True)
+
+    def record_checks(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Append data-quality results to `<prefix>ops.dq_results` (created on first use), by streaming insert."""
+        json_rows = [_json_row(row, dq_columns()) for row in rows]
+        if not json_rows:
+            return
+        self._stream_insert(self.dq_table_id, json_rows, self._ensure_dq_table(), "data-quality")
+
+    def _stream_insert(
+        self, table_id: str, json_rows: list[dict[str, Any]], created: bool, what: str, *, stamp: bool = False
+    ) -> None:
         # Deterministic insert ids: BigQuery drops a row it received moments ago when a retried request resends it.
         row_ids = [hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest() for r in json_rows]
-        for json_row in json_rows:
-            json_row["recorded_at"] = datetime.now(UTC).isoformat()
+        if stamp:  # after the ids, so a resent row keeps its id
+            for json_row in json_rows:
+                json_row["recorded_at"] = datetime.now(UTC).isoformat()
         try:
             errors = self.client.insert_rows_json(
-                self.runs_table_id,
-                json_rows,
-                row_ids=row_ids,
-                retry=self._retry(also_not_found=created),
+                table_id, json_rows, row_ids=row_ids, retry=self._retry(also_not_found=created),
                 timeout=self.request_timeout_s,
-            )
+            )  # fmt: skip
         except Exception as exc:
-            raise _api_error(exc, f"Cannot record run metrics in {self.runs_table_id}") from None
+            raise _api_error(exc, f"Cannot record {what} rows in {table_id}") from None
         if errors:
             first = errors[0].get("errors") or [{}]
             reason = first[0].get("message") or first[0].get("reason") or "no reason given"
             raise PipelineError(
-                f"BigQuery rejected {len(errors)} of {len(json_rows)} run-metrics rows ({reason}).",
-                f"Compare {self.runs_table_id} with this version's columns; drop the table to have it re-created.",
+                f"BigQuery rejected {len(errors)} of {len(json_rows)} {what} rows ({reason}).",
+                f"Compare {table_id} with this version's columns; drop the table to have it re-created.",
             )
+
+    def ensure_ops_tables(self) -> None:
+        """Create the ops tables (run metrics, data-quality results) if missing, so dbt's views on them build."""
+        self._ensure_runs_table()
+        self._ensure_dq_table()
 
     def _ensure_runs_table(self) -> bool:
         """Create the run-metrics table if missing; return whether it was created now. The dataset must exist."""
-        if self._runs_table_ready:
+        return self._ensure_table(
+            self.runs_table_id,
+            _runs_schema(),
+            partition_field="started_at",
+            clustering=["step"],
+            description="One row per pipeline step per run (a dataset's extraction, or dbt).",
+        )
+
+    def _ensure_dq_table(self) -> bool:
+        """Create the data-quality results table if missing; return whether it was created now."""
+        return self._ensure_table(
+            self.dq_table_id,
+            _dq_schema(),
+            partition_field="checked_at",
+            clustering=["check_name", "status"],
+            description="One row per data-quality check per quality run (flows/quality.py).",
+        )
+
+    def _ensure_table(
+        self, table_id: str, schema: list[bigquery.SchemaField], *, partition_field: str, clustering: list[str],
+        description: str,
+    ) -> bool:  # fmt: skip
+        """Create a day-partitioned ops table if missing; return whether it was created now. The dataset must exist."""
+        if table_id in self._tables_ready:
             return False
         from google.api_core.exceptions import Conflict, NotFound
         from google.cloud import bigquery
@@ -185,19 +237,19 @@ class BigQueryWarehouse:
         created = False
         try:
             try:
-                client.get_table(self.runs_table_id, retry=self._retry(), timeout=self.request_timeout_s)
+                client.get_table(table_id, retry=self._retry(), timeout=self.request_timeout_s)
             except NotFound:
                 # Asked first, because BigQuery (and the emulator) answer a table created in a missing dataset
                 # with less helpful errors.
                 client.get_dataset(
                     f"{self.project}.{self.ops_dataset}", retry=self._retry(), timeout=self.request_timeout_s
                 )
-                table = bigquery.Table(self.runs_table_id, schema=_runs_schema())
+                table = bigquery.Table(table_id, schema=schema)
                 table.time_partitioning = bigquery.TimePartitioning(
-                    type_=bigquery.TimePartitioningType.DAY, field="started_at"
+                    type_=bigquery.TimePartitioningType.DAY, field=partition_field
                 )
-                table.clustering_fields = ["step"]
-                table.description = "One row per pipeline step per run (a dataset's extraction, or dbt)."
+                table.clustering_fields = clustering
+                table.description = description
                 table.labels = {"pipeline": "coincap"}
                 try:
                     client.create_table(table, retry=self._retry(), timeout=self.request_timeout_s)
@@ -205,8 +257,8 @@ class BigQueryWarehouse:
                 except Conflict:  # another run created it meanwhile
                     pass
         except Exception as exc:
-            raise _api_error(exc, f"Cannot prepare {self.runs_table_id}") from None
-        self._runs_table_ready = True
+            raise _api_error(exc, f"Cannot prepare {table_id}") from None
+        self._tables_ready.add(table_id)
         return created
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -276,10 +328,18 @@ def _runs_schema() -> list[bigquery.SchemaField]:
     return schema
 
 
-def _json_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A run-metrics row as insertAll JSON: only the table's columns, timestamps as ISO text, lists never null."""
+@cache
+def _dq_schema() -> list[bigquery.SchemaField]:
+    from google.cloud import bigquery
+
+    return [bigquery.SchemaField(name, kind, mode=mode) for name, kind, mode in dq_columns()]
+
+
+def _json_row(row: dict[str, Any], columns: tuple[tuple[str, str, str], ...] | None = None) -> dict[str, Any]:
+    """A row as insertAll JSON: only the table's columns (default: run metrics), timestamps as ISO text, lists
+    never null."""
     out: dict[str, Any] = {}
-    for name, _, mode in runs_columns():
+    for name, _, mode in columns or runs_columns():
         if name == "recorded_at":
             continue
         value = row.get(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,9 @@ from typing import Any
 import duckdb
 
 from flows.errors import ConfigError, PipelineError
+
+# How long a connection waits for another process to release the file before giving up with one line.
+LOCK_WAIT_S = 15.0
 
 RUNS_SCHEMA = "ops"
 RUNS_TABLE = f"{RUNS_SCHEMA}.pipeline_runs"
@@ -44,6 +48,34 @@ _COLUMNS = (
     "quarantined", "pages", "calls", "failed_calls", "retries", "bytes", "credits", "new_fields", "files", "error",
 )  # fmt: skip
 
+DQ_TABLE = f"{RUNS_SCHEMA}.dq_results"
+
+# One row per data-quality check per quality run (flows/quality.py); the health page reads it.
+_DQ_DDL = f"""
+create schema if not exists {RUNS_SCHEMA};
+create table if not exists {DQ_TABLE} (
+    run_id varchar not null,         -- one id per quality run
+    flow_run_id varchar,
+    snapshot_id varchar,             -- the snapshot checked; null for checks not tied to one
+    checked_at timestamptz not null,
+    check_name varchar not null,     -- e.g. validity.no_negative_prices
+    category varchar not null,       -- completeness | freshness | validity | consistency | uniqueness | anomaly
+    dataset varchar not null,
+    severity varchar not null,       -- error | warn
+    status varchar not null,         -- pass | fail | warn | error
+    observed double,
+    threshold double,
+    failing_rows bigint,
+    detail varchar,
+    description varchar
+);
+"""
+
+DQ_COLUMNS = (
+    "run_id", "flow_run_id", "snapshot_id", "checked_at", "check_name", "category", "dataset", "severity", "status",
+    "observed", "threshold", "failing_rows", "detail", "description",
+)  # fmt: skip
+
 
 class LocalWarehouse:
     """DuckDB access. Connections are short-lived: DuckDB allows one writer, and dbt is that writer during a build."""
@@ -57,32 +89,59 @@ class LocalWarehouse:
 
     def _connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.ConnectionException:
-            # dbt-duckdb keeps its read-write connection open in this process after a build, and DuckDB
-            # then refuses a second one with a different configuration: share its configuration instead.
-            con = duckdb.connect(str(self.path))
-        except duckdb.IOException as exc:
-            raise PipelineError(
-                f"Cannot open the warehouse {self.path} ({str(exc).splitlines()[0]}).",
-                "Another process may hold it (a running pipeline or SQL shell): close it and retry.",
-            ) from None
+        deadline = time.monotonic() + LOCK_WAIT_S
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.ConnectionException:
+                # dbt-duckdb keeps its read-write connection open in this process after a build, and DuckDB
+                # then refuses a second one with a different configuration: share its configuration instead.
+                con = duckdb.connect(str(self.path))
+                break
+            except duckdb.IOException as exc:
+                # Another process (the dashboard, a SQL shell, a parallel run) holds the file for a moment: wait a
+                # little, since its connections are short-lived too.
+                if "lock" in str(exc).lower() and time.monotonic() < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                raise PipelineError(
+                    f"Cannot open the warehouse {self.path} ({str(exc).splitlines()[0]}).",
+                    "Another process may hold it (a running pipeline or SQL shell): close it and retry.",
+                ) from None
         con.execute("set TimeZone = 'UTC'")
         return con
 
     def record_runs(self, rows: Iterable[dict[str, Any]]) -> None:
         """Append rows to the run-metrics table; a re-run adds rows (runs are events, not state)."""
+        self._append(_RUNS_DDL, RUNS_TABLE, _COLUMNS, rows)
+
+    def ensure_ops_tables(self) -> None:
+        """Create the ops tables (run metrics, data-quality results) if missing, so dbt's views on them build."""
+        con = self._connect()
+        try:
+            con.execute(_RUNS_DDL)
+            con.execute(_DQ_DDL)
+        finally:
+            con.close()
+
+    def record_checks(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Append data-quality results (one row per check per quality run) to ops.dq_results."""
+        self._append(_DQ_DDL, DQ_TABLE, DQ_COLUMNS, rows)
+
+    def _append(self, ddl: str, table: str, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
         if not rows:
             return
         con = self._connect()
         try:
-            con.execute(_RUNS_DDL)
-            placeholders = ", ".join("?" for _ in _COLUMNS)
+            con.execute(ddl)
+            placeholders = ", ".join("?" for _ in columns)
             con.executemany(
-                f"insert into {RUNS_TABLE} ({', '.join(_COLUMNS)}) values ({placeholders})",
-                [[row.get(c) for c in _COLUMNS] for row in rows],
+                f"insert into {table} ({', '.join(columns)}) values ({placeholders})",
+                [[row.get(c) for c in columns] for row in rows],
             )
         finally:
             con.close()

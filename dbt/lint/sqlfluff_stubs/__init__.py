@@ -40,3 +40,7 @@ def partition_by_day(field: str, data_type: str = "date") -> None:
 
 def recompute_from(day_column: str) -> str:
     return "cast('1970-01-01' as date)"
+
+
+def utc_date(timestamp_expr: str) -> str:
+    return f"cast(timezone('UTC', {timestamp_expr}) as date)"

@@ -1,0 +1,386 @@
+"""What a run leaves for people to read: log lines without secrets (text or JSON), and a summary artifact.
+
+- Redaction: every log record, from any logger (ours, Prefect's, httpx's ...), is scrubbed of the secrets the
+  settings hold (the CoinCap key, the alert webhook URL) and of anything shaped like a credential
+  (`Authorization: Bearer ...`, `key=...`, Slack webhook paths), before any handler sees it, including the
+  handler that ships run logs to the Prefect API.
+- `PIPELINE_LOG_FORMAT=json`: one JSON object per line on stderr (`timestamp`, `severity` as Cloud Logging
+  names it, `logger`, `message`, `flow_run_id`/`task_run_id` when known, extra fields), for Cloud Run, whose
+  logging agent parses such lines into structured entries.
+- The `snapshot-summary` artifact: a markdown report of each snapshot run in the Prefect UI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+import traceback
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from flows.settings import Settings
+
+REDACTED = "***"
+# Shorter values are not treated as secrets: redacting every "a" or "42" would garble the logs.
+MIN_SECRET_LENGTH = 6
+
+_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
+    # Authorization: Bearer <token> / Authorization=Basic <x> / authorization: <token>
+    (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(?:(bearer|basic|token)\s+)?[^\s'\",;}]+"),
+     lambda m: f"{m.group(1)}{m.group(2) + ' ' if m.group(2) else ''}{REDACTED}"),
+    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{6,}"), rf"\1 {REDACTED}"),
+    # key=..., api_key=..., token=... in query strings, env dumps and messages
+    (re.compile(r"(?i)\b((?:[a-z0-9]+_)*(?:api[_-]?key|apikey|key|access[_-]?token|token|secret|password|passwd))"
+                r"=([^&\s'\",;]+)"), rf"\1={REDACTED}"),  # also COINCAP_API_KEY=... in an env dump
+    # "api_key": "..." in JSON and reprs
+    (re.compile(r"(?i)([\"'](?:api[_-]?key|apikey|access[_-]?token|token|secret|password|authorization)[\"']"
+                r"\s*:\s*[\"'])[^\"']+"), rf"\1{REDACTED}"),
+    # Slack-style incoming webhooks: the path is the credential
+    (re.compile(r"(?i)(https?://hooks\.slack(?:-gov)?\.com/)[^\s'\"<>)]+"), rf"\1{REDACTED}"),
+    (re.compile(r"(?i)(https?://[^\s/'\"]+/hooks/)[A-Za-z0-9]{12,}"), rf"\1{REDACTED}"),  # Mattermost, Rocket.Chat
+]  # fmt: skip
+
+_secrets: set[str] = set()
+_secrets_re: re.Pattern[str] | None = None
+_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Treat `value` (and, for a URL, its path and query) as a secret in every log record from now on."""
+    global _secrets_re
+    if not value:
+        return
+    found = {value.strip()}
+    parts = urlsplit(value.strip())
+    if parts.scheme in ("http", "https") and parts.netloc:
+        tail = parts.path + (f"?{parts.query}" if parts.query else "")
+        if len(tail.strip("/")) >= MIN_SECRET_LENGTH:
+            found.add(tail)
+    found = {f for f in found if len(f) >= MIN_SECRET_LENGTH}
+    with _lock:
+        if found <= _secrets:
+            return
+        _secrets.update(found)
+        ordered = sorted(_secrets, key=len, reverse=True)  # longest first: a URL before its own path
+        _secrets_re = re.compile("|".join(re.escape(s) for s in ordered))
+
+
+def register_settings_secrets(settings: Settings) -> None:
+    """Register the secrets a `Settings` holds: the CoinCap key and the alert webhook URL."""
+    register_secret(settings.api_key_value)
+    register_secret(settings.alert_webhook_url_value)
+
+
+def redact(text: str) -> str:
+    """`text` without registered secrets or credential-shaped substrings."""
+    if not text:
+        return text
+    known = _secrets_re
+    if known is not None:
+        text = known.sub(REDACTED, text)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_url(url: str) -> str:
+    """A URL safe to show: scheme and host only (a webhook's path and query are its credential)."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.hostname:
+        return REDACTED
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}/{REDACTED}"
+
+
+def redact_record(record: logging.LogRecord) -> logging.LogRecord:
+    """Scrub a record in place: its message (with args), traceback and stack text."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: leave it for logging to report as usual
+        return record
+    clean = redact(message)
+    if clean != message:
+        record.msg, record.args = clean, None
+    if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        clean = redact(text)
+        if clean != text:  # pre-format, so every formatter prints the scrubbed version
+            record.exc_text = clean
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    return record
+
+
+class RedactingFilter(logging.Filter):
+    """A filter form of `redact_record`, for handlers configured elsewhere (e.g. a logging.yml)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redact_record(record)
+        return True
+
+
+_factory_installed = False
+
+
+def install_redaction() -> None:
+    """Scrub every log record at creation (a log-record factory), whichever logger or handler it goes to."""
+    global _factory_installed
+    with _lock:
+        if _factory_installed:
+            return
+        base = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            return redact_record(base(*args, **kwargs))
+
+        logging.setLogRecordFactory(factory)
+        _factory_installed = True
+
+
+# --------------------------------------------------------------------------------------------------- JSON lines
+
+# Cloud Logging's LogSeverity names for Python's levels.
+_SEVERITIES = ((logging.CRITICAL, "CRITICAL"), (logging.ERROR, "ERROR"), (logging.WARNING, "WARNING"),
+               (logging.INFO, "INFO"), (logging.DEBUG, "DEBUG"))  # fmt: skip
+_RESERVED = set(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None))) | {
+    "message", "asctime", "color_message", "taskName",
+}  # fmt: skip
+_RUN_FIELDS = ("flow_run_id", "flow_run_name", "flow_name", "task_run_id", "task_run_name", "task_name")
+
+
+def severity(levelno: int) -> str:
+    """Cloud Logging severity of a Python log level."""
+    for level, name in _SEVERITIES:
+        if levelno >= level:
+            return name
+    return "DEFAULT"
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return redact(str(value))
+
+
+def _run_context() -> dict[str, str]:
+    """Ids of the Prefect flow run and task run this thread is in, if any (for loggers outside Prefect's)."""
+    found: dict[str, str] = {}
+    prefect_context = sys.modules.get("prefect.context")
+    if prefect_context is None:
+        return found
+    try:
+        task_ctx = prefect_context.TaskRunContext.get()
+        if task_ctx is not None:
+            found["task_run_id"] = str(task_ctx.task_run.id)
+            found["task_run_name"] = task_ctx.task_run.name
+        flow_ctx = prefect_context.FlowRunContext.get()
+        if flow_ctx is not None and flow_ctx.flow_run is not None:
+            found["flow_run_id"] = str(flow_ctx.flow_run.id)
+            found["flow_run_name"] = flow_ctx.flow_run.name
+            found["flow_name"] = flow_ctx.flow.name
+        elif task_ctx is not None and task_ctx.task_run.flow_run_id:
+            found["flow_run_id"] = str(task_ctx.task_run.flow_run_id)
+    except Exception:
+        return found
+    return found
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line, shaped for Cloud Logging's structured entries."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        redact_record(record)  # records made before the factory was installed, or through makeLogRecord
+        entry: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="microseconds")
+            .replace("+00:00", "Z"),
+            "severity": severity(record.levelno),
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }  # fmt: skip
+        context = _run_context()
+        for name in _RUN_FIELDS:
+            value = getattr(record, name, None) or context.get(name)
+            if value:
+                entry[name] = str(value)
+        for key, value in vars(record).items():
+            if key not in _RESERVED and key not in entry and not key.startswith("_"):
+                entry[key] = _json_safe(value)
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["exception"] = redact(record.exc_text or self.formatException(record.exc_info))
+        elif record.exc_text:
+            entry["exception"] = redact(record.exc_text)
+        if record.stack_info:
+            entry["stack_info"] = redact(record.stack_info)
+        entry["logging.googleapis.com/sourceLocation"] = {
+            "file": record.pathname, "line": str(record.lineno), "function": record.funcName,
+        }  # fmt: skip
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The one console handler in JSON mode."""
+
+
+def _all_loggers() -> list[logging.Logger]:
+    named = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    return [logging.getLogger(), *named]
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    """A handler writing to the terminal: Prefect's console handlers, any stream handler on stdout/stderr."""
+    if isinstance(handler, JsonLinesHandler):
+        return True
+    if type(handler).__module__.startswith("prefect.logging") and isinstance(handler, logging.StreamHandler):
+        return True
+    consoles = (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+    return isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in consoles
+
+
+def _use_json_lines(stream: IO[str]) -> None:
+    """Replace every console handler (root, Prefect's, uvicorn's, ...) with one JSON-lines handler."""
+    handler = JsonLinesHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for logger in _all_loggers():
+        consoles = [h for h in logger.handlers if _is_console(h)]
+        for old in consoles:
+            logger.removeHandler(old)
+        if consoles or logger is root:
+            logger.addHandler(handler)
+    logging.captureWarnings(True)  # `warnings` go to the log too, as JSON
+    package = logging.getLogger("flows")
+    if package.level == logging.NOTSET:  # the root's WARNING would hide our INFO lines from Cloud Logging
+        package.setLevel(logging.INFO)
+
+
+def configure_logging(settings: Settings | None = None, *, stream: IO[str] | None = None) -> None:
+    """Redact secrets from every log record; with `PIPELINE_LOG_FORMAT=json`, log JSON lines. Idempotent.
+
+    In JSON mode Prefect is imported first: importing it configures logging, which would undo the JSON handler.
+    """
+    if settings is None:
+        from flows import settings as settings_module
+
+        try:  # the settings in force, else the environment's (without making them the ones in force)
+            settings = settings_module._current or settings_module.Settings()
+        except Exception:  # bad settings are reported by whoever uses them; log in text meanwhile
+            settings = None
+    install_redaction()
+    if settings is None:
+        return
+    register_settings_secrets(settings)
+    if settings.log_format != "json":
+        return
+    import prefect  # noqa: F401
+
+    wanted = stream if stream is not None else sys.stderr
+    consoles = [h for lg in _all_loggers() for h in lg.handlers if _is_console(h)]
+    if consoles and all(isinstance(h, JsonLinesHandler) and h.stream is wanted for h in consoles):
+        return  # already done
+    _use_json_lines(wanted)
+
+
+# ----------------------------------------------------------------------------------------- the run artifact
+
+ARTIFACT_KEY = "snapshot-summary"
+
+
+def _num(value: float | int | None, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int) or float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:.{digits}g}"
+
+
+def _cell(text: object) -> str:
+    """Markdown table cell: one line, pipes escaped."""
+    return redact(str(text)).replace("\n", " ").replace("|", "\\|")
+
+
+def snapshot_markdown(summary: Any) -> str:
+    """The run report of a `SnapshotSummary`: per dataset, dbt, data quality, and where the data went."""
+    lines = [f"# Snapshot `{summary.snapshot_id}`", ""]
+    lines += [
+        "| dataset | served | valid | quarantined | duplicates | API calls | credits | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    totals = dict.fromkeys(("served", "valid", "quarantined", "duplicates", "calls", "credits"), 0)
+    for r in summary.reports:
+        row = {"served": r.served, "valid": r.valid, "quarantined": r.quarantined, "duplicates": r.duplicates,
+               "calls": r.calls, "credits": r.credits}  # fmt: skip
+        for k, v in row.items():
+            totals[k] += v
+        lines.append(f"| {_cell(r.dataset)} | " + " | ".join(f"{v:,}" for v in row.values()) + f" | {r.seconds:.1f} |")
+    lines.append(
+        "| **total** | " + " | ".join(f"**{v:,}**" for v in totals.values()) + f" | **{summary.seconds:.1f}** |"
+    )
+    new_fields = [f"{r.dataset}: {', '.join(r.new_fields)}" for r in summary.reports if r.new_fields]
+    if new_fields:
+        lines += ["", "New fields from CoinCap (kept in `extra_fields`): " + _cell("; ".join(new_fields))]
+
+    lines += ["", "## dbt build", ""]
+    dbt = summary.dbt
+    if dbt is None:
+        lines.append("Not run in this flow run (`transform` off; the `dbt-build` deployment follows).")
+    else:
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(dbt.statuses.items())) or "nothing to do"
+        state = "ok" if dbt.ok else "failed"
+        lines.append(f"**{state}** in {dbt.seconds:.1f} s: {statuses}")
+        for failure in dbt.failures[:10]:
+            lines.append(f"- {_cell(failure)}")
+
+    lines += ["", "## Data quality", ""]
+    quality = getattr(summary, "quality", None)
+    if quality is None:
+        lines.append("No data-quality checks ran in this flow run.")
+    else:
+        mark = "passed" if quality.ok else "FAILED"
+        lines.append(f"**{mark}**: {_cell(quality.summary_line())} (quality run `{quality.run_id}`)")
+        flagged = [*quality.failed, *quality.warned]
+        if flagged:
+            lines += ["", "| check | dataset | status | observed | threshold | failing rows | detail |",
+                      "|---|---|---|---:|---:|---:|---|"]  # fmt: skip
+            for c in flagged:
+                lines.append(
+                    f"| `{_cell(c.check_name)}` | {_cell(c.dataset)} | {_cell(c.status)} | {_num(c.observed)} | "
+                    f"{_num(c.threshold)} | {_num(c.failing_rows)} | {_cell(c.detail)[:300]} |"
+                )
+
+    lines += ["", "## Where the data is", "", f"- lake: `{_cell(summary.lake_uri)}`",
+              f"- warehouse: `{_cell(summary.warehouse_uri)}`"]  # fmt: skip
+    if totals["quarantined"]:
+        lines.append(f"- rejected rows and their reasons: `{_cell(summary.lake_uri)}/quarantine/`")
+    return "\n".join(lines) + "\n"
+
+
+def publish_snapshot_artifact(summary: Any) -> str | None:
+    """Attach the run report to the current flow run as the `snapshot-summary` artifact; never fails the run."""
+    from prefect.artifacts import create_markdown_artifact
+
+    try:
+        quality = getattr(summary, "quality", None)
+        verdict = "" if quality is None else f", data quality {'ok' if quality.ok else 'FAILED'}"
+        artifact_id = create_markdown_artifact(
+            markdown=snapshot_markdown(summary),
+            key=ARTIFACT_KEY,
+            description=f"Snapshot {summary.snapshot_id}: {sum(r.valid for r in summary.reports):,} valid records"
+            f"{verdict}",
+        )
+    except Exception as exc:
+        logging.getLogger(__name__).warning("could not create the %s artifact: %s", ARTIFACT_KEY, exc)
+        return None
+    return str(artifact_id)

@@ -1,0 +1,257 @@
+"""The fault-injection suite (flows/fault_suite.py): the stand-in's new faults, the lake doubles, an accounting that
+catches every loss, duplicate and misrouted record, and the whole suite, which fails CI on any of them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from flows.errors import StorageError
+from flows.fault_suite import (
+    KILLED_THEN_RECOVERED,
+    FaultyStorage,
+    account_snapshot,
+    identity,
+    markdown_table,
+    orphans,
+    run_scenario,
+    run_suite,
+    scenarios,
+)
+from flows.lake.storage import LakeStorage, LocalStorage
+from flows.local_api import Catalog, Faults, StubServer
+from flows.local_api.faults import NEW_FIELDS, OPTIONAL_FIELDS, drift_record, has_wrong_type
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "fault-key"
+TIMEOUT = 10
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return Catalog.synthetic(n_assets=60, n_exchanges=20, n_markets=80, seed=2)
+
+
+def get(srv: StubServer, path: str, timeout: float = TIMEOUT, **params: Any) -> requests.Response:
+    return requests.get(
+        f"{srv.base_url}{path}", params=params, headers={"Authorization": f"Bearer {KEY}"}, timeout=timeout
+    )
+
+
+def wait_for(condition: Any, seconds: float = 3.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+# ---- the stand-in's new faults ----------------------------------------------------------------------------
+
+
+def test_storm_and_quota_are_counted_in_requests(catalog: Catalog) -> None:
+    with StubServer(catalog, faults=Faults(storm_after=2, storm_requests=3), api_keys={KEY}) as srv:
+        codes = [get(srv, "/rates").status_code for _ in range(6)]
+        assert codes[:2] == [200, 200] and set(codes[2:5]) <= {500, 502, 503} and codes[5] == 200
+        assert srv.stats.injected == {"5xx storm": 3} and srv.stats.last_fault_at is not None
+    with StubServer(catalog, faults=Faults(quota_after_calls=2, quota_status=429), api_keys={KEY}) as srv:
+        answers = [get(srv, "/assets") for _ in range(3)]
+        assert [r.status_code for r in answers] == [200, 200, 429]
+        assert "Retry-After" not in answers[2].headers and "usage limit" in answers[2].text
+        srv.faults.quota_after_calls = 0  # the monthly reset
+        assert get(srv, "/assets").ok
+
+
+def test_rate_limit_window_says_when_it_ends(catalog: Catalog) -> None:
+    with StubServer(catalog, faults=Faults(rate_limit=2, rate_window_s=1.0), api_keys={KEY}) as srv:
+        answers = [get(srv, "/rates") for _ in range(3)]
+        assert [r.status_code for r in answers] == [200, 200, 429]
+        wait = float(answers[2].headers["Retry-After"])
+        assert 0 < wait <= 1.0 and answers[2].json() == {"error": "Rate limit exceeded: 600 requests per minute"}
+        time.sleep(wait)
+        assert get(srv, "/rates").status_code == 200  # a new window
+        assert srv.stats.injected == {"429 rate-limit window": 1}
+
+
+def test_slow_answer_past_the_read_timeout_is_abandoned_not_served(catalog: Catalog) -> None:
+    with StubServer(catalog, faults=Faults(p_slow=1.0, slow_s=0.6), api_keys={KEY}) as srv:
+        with pytest.raises(requests.ReadTimeout):
+            get(srv, "/rates", timeout=0.2)
+        assert wait_for(lambda: srv.stats.abandoned == 1)
+        assert "rates" not in srv.stats.served  # the client never got it, so it does not count as served
+        started = time.perf_counter()
+        assert get(srv, "/rates").ok and time.perf_counter() - started >= 0.6
+        assert len(srv.stats.served["rates"]) == len(catalog.rates)
+        assert srv.stats.injected == {"slow response": 2}
+
+
+def test_hang_holds_requests_until_cleared(catalog: Catalog) -> None:
+    with StubServer(catalog, faults=Faults(hang_after=1), api_keys={KEY}) as srv:
+        assert get(srv, "/rates").ok
+        answers: list[requests.Response] = []
+        waiter = threading.Thread(target=lambda: answers.append(get(srv, "/rates")))
+        waiter.start()
+        assert wait_for(lambda: srv.stats.injected["hung request"] == 1)
+        time.sleep(0.2)
+        assert waiter.is_alive() and not answers
+        srv.faults.hang_after = 0  # the upstream recovers
+        waiter.join(5)
+        assert answers and answers[0].ok
+
+
+def test_drift_is_decided_per_record_and_keeps_the_keys(catalog: Catalog) -> None:
+    faults = Faults(drift_new_fields=0.4, drift_missing_optional=0.4, drift_wrong_type=0.4, seed=3)
+    with StubServer(catalog, faults=faults, api_keys={KEY}) as srv:
+        pages = [get(srv, "/assets", limit=60).json()["data"] for _ in range(2)]
+        history = get(srv, "/assets/bitcoin/history", interval="d1").json()["data"]
+    sent = pages[0]
+    assert pages[1] == sent, "a record drifts the same way on every call"
+    assert [a["id"] for a in sent] == [a["id"] for a in catalog.assets]
+    new = [a for a in sent if set(NEW_FIELDS) <= a.keys()]
+    missing = [a for a in sent if not set(OPTIONAL_FIELDS["assets"]) & a.keys()]
+    wrong = [a for a in sent if has_wrong_type("assets", a)]
+    assert all(0 < len(group) < len(sent) for group in (new, missing, wrong))
+    assert {type(a["priceUsd"]) for a in wrong} == {list, dict, bool}
+    # what the suite computes to know which records must be quarantined is what the server sent
+    assert sent == [drift_record("assets", i, a, faults)[0] for i, a in enumerate(catalog.assets)]
+    assert history == [] or all(isinstance(p.get("time"), int) for p in history)
+    assert not any(has_wrong_type("assets", a) for a in catalog.assets)
+
+
+# ---- lake doubles -----------------------------------------------------------------------------------------
+
+
+def staged(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / "staging" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"parquet bytes")
+    return path
+
+
+def test_faulty_storage_misbehaves_once_at_the_nth_write(tmp_path: Path) -> None:
+    lake = LocalStorage(tmp_path / "lake")
+    failing = FaultyStorage(lake, at=2, prefix="coincap/")
+    assert isinstance(failing, LakeStorage)
+    failing.put_file(staged(tmp_path, "a"), "coincap/a.parquet")
+    failing.put_file(staged(tmp_path, "q"), "quarantine/q.parquet")  # outside the prefix: not counted
+    with pytest.raises(StorageError, match="Injected failure writing coincap/b.parquet"):
+        failing.put_file(staged(tmp_path, "b"), "coincap/b.parquet")
+    assert not lake.exists("coincap/b.parquet") and failing.fired == 1 and failing.fired_at
+    failing.put_file(staged(tmp_path, "b"), "coincap/b.parquet")  # once only
+    assert lake.list("coincap/") == ["coincap/a.parquet", "coincap/b.parquet"]
+
+    lost_ack = FaultyStorage(lake, at=1, action="fail_after_write")
+    with pytest.raises(StorageError, match="after writing"):
+        lost_ack.put_file(staged(tmp_path, "c"), "coincap/c.parquet")
+    assert lake.exists("coincap/c.parquet")
+
+
+def test_a_killed_writers_temporary_object_goes_with_the_next_write(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lake = tmp_path / "lake"
+    folder = lake / "coincap" / "assets" / "dt=2026-11-21"
+    folder.mkdir(parents=True)
+    host = socket.gethostname()
+    stale = folder / f".x.parquet.{'a' * 32}.{dead.pid}@{host}.tmp"
+    live = folder / f".y.parquet.{'b' * 32}.{os.getpid()}@{host}.tmp"
+    other_host = folder / f".z.parquet.{'c' * 32}.{dead.pid}@elsewhere.example.tmp"
+    for path in (stale, live, other_host):
+        path.write_bytes(b"half an object")
+    assert len(orphans(lake)) == 3
+    LocalStorage(lake).put_file(staged(tmp_path, "s"), "coincap/assets/dt=2026-11-21/s.parquet")
+    assert not stale.exists() and live.exists() and other_host.exists()
+
+
+# ---- accounting -------------------------------------------------------------------------------------------
+
+SNAP = "20261121T060000Z"
+
+
+def write_snapshot(lake: Path, landed: list[str], quarantined: list[tuple[dict[str, Any], str]]) -> None:
+    data = lake / "coincap" / "rates" / "dt=2026-11-21"
+    bad = lake / "quarantine" / "rates" / "dt=2026-11-21"
+    for folder in (data, bad):
+        folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": pa.array(landed, pa.string())}), data / f"{SNAP}.parquet")
+    import json
+
+    records = [json.dumps(r) for r, _ in quarantined]
+    reasons = [reason for _, reason in quarantined]
+    pq.write_table(
+        pa.table({"record_json": pa.array(records, pa.string()), "reason": pa.array(reasons, pa.string())}),
+        bad / f"{SNAP}.parquet",
+    )
+
+
+def test_accounting_catches_losses_duplicates_misrouting_and_inventions(tmp_path: Path) -> None:
+    keyless = {"rateUsd": "3"}
+    served = {"rates": [{"id": "a", "rateUsd": "1"}, {"id": "b", "rateUsd": "2"}, {"id": "c", "rateUsd": "x"}, keyless]}
+    must_reject = {"rates": {("c",), identity(keyless, ("id",))}}
+    assert identity(keyless, ("id",))[0] == "<raw>" and identity({"id": ""}, ("id",))[0] == "<raw>"
+    rejects = [({"id": "c", "rateUsd": "x"}, "rateUsd: not a number"), (keyless, "id: missing required field")]
+
+    def tally(landed: list[str], quarantined: list[tuple[dict[str, Any], str]]) -> dict[str, int]:
+        lake = tmp_path / f"lake{len(list(tmp_path.iterdir()))}"
+        write_snapshot(lake, landed, quarantined)
+        (t,) = account_snapshot(lake, SNAP, served, must_reject, datasets=("rates",))
+        return {k: getattr(t, k) for k in ("served", "duplicates", "lost", "invented", "misrouted", "without_reason")}
+
+    clean = {"served": 4, "duplicates": 0, "lost": 0, "invented": 0, "misrouted": 0, "without_reason": 0}
+    assert tally(["a", "b"], rejects) == clean
+    assert tally(["a"], rejects) == {**clean, "lost": 1}
+    assert tally(["a", "b", "b"], rejects) == {**clean, "duplicates": 1}
+    assert tally(["a", "b"], [*rejects, rejects[0]]) == {**clean, "duplicates": 1}
+    assert tally(["a", "b", "c"], rejects[1:]) == {**clean, "misrouted": 1}  # an invalid record landed
+    assert tally(["a"], [({"id": "b"}, "?"), *rejects]) == {**clean, "misrouted": 1}  # a valid one quarantined
+    assert tally(["a", "b", "z"], rejects) == {**clean, "invented": 1}
+    assert tally(["a", "b"], [rejects[0], (keyless, "")]) == {**clean, "without_reason": 1}
+
+
+# ---- the suite --------------------------------------------------------------------------------------------
+
+
+def test_docs_and_readme_show_every_scenario() -> None:
+    for doc in ("docs/fault-suite.md", "README.md"):
+        text = (ROOT / doc).read_text()
+        missing = [s.name for s in scenarios() if f"| {s.name} |" not in text]
+        assert not missing, f"{doc} lacks {missing}: python -m flows.fault_suite --write docs/fault-suite.md"
+
+
+@pytest.mark.slow  # about 1.5 minutes on 2 cores: every scenario runs the real flows, one builds the marts
+def test_fault_suite_loses_nothing_and_duplicates_nothing(prefect_api: str, tmp_path: Path) -> None:
+    from flows.settings import use_settings
+
+    suite = run_suite(workdir=tmp_path / "suite")
+    assert [r.name for r in suite.results] == [s.name for s in scenarios()]
+    assert suite.ok, "fault scenarios fell short:\n" + "\n".join(suite.failures())
+    for result in suite.results:
+        assert result.total("served") > 0 and result.total("landed") > 0, result.name
+        assert result.total("duplicates") == 0 and result.total("lost") == 0, result.name
+        assert result.recover_s is not None or result.name == "snapshot-baseline", result.name
+    by_name = {r.name: r for r in suite.results}
+    assert by_name["snapshot-drift-types"].total("quarantined") > by_name["snapshot-baseline"].total("quarantined")
+    assert by_name["snapshot-kill-publish"].marts == by_name["snapshot-kill-publish"].total("landed")
+    assert all(f"| {r.name} |" in markdown_table(suite) for r in suite.results)
+
+    # and the judge can fail: a scenario whose fault never fires and whose outcome is not the expected one
+    drops = next(s for s in scenarios() if s.name == "snapshot-drops")
+    try:
+        wrong = run_scenario(replace(drops, faults=Faults(), expect=KILLED_THEN_RECOVERED), tmp_path / "x", prefect_api)
+    finally:
+        use_settings(None)
+    assert any("outcome 'completed'" in p for p in wrong.problems), wrong.problems
+    assert "the fault never fired" in wrong.problems
