@@ -156,7 +156,8 @@ def _print_summary(summary: Any) -> None:
             out.print(f"           {r.status} {r.check_name}: {r.detail}", markup=False, highlight=False)
         if len(flagged) > 10:
             out.print(f"           …and {len(flagged) - 10} more: coincap-pipeline quality", highlight=False)
-    out.print('try:       coincap-pipeline sql "select * from marts.fct_asset_daily limit 10"')
+    out.print("see:       coincap-pipeline dashboard   (the marts in your browser, http://127.0.0.1:8050)")
+    out.print('query:     coincap-pipeline sql "select * from marts.fct_asset_daily limit 10"')
 
 
 @app.command()
@@ -422,8 +423,8 @@ def benchmark(
     sizes: Annotated[
         str, typer.Option("--sizes", help="Market counts to serve, comma-separated (1k = 1,000; 1M = 1,000,000).")
     ] = "1k,10k,100k,1M",
-    assets: Annotated[int, typer.Option(help="Assets served with every size.")] = 3000,
-    exchanges: Annotated[int, typer.Option(help="Exchanges served with every size.")] = 200,
+    assets: Annotated[int, typer.Option(min=1, help="Assets served with every size.")] = 3000,
+    exchanges: Annotated[int, typer.Option(min=1, help="Exchanges served with every size.")] = 200,
     repeat: Annotated[int, typer.Option(min=1, help="Runs per size and pipeline; the fastest is kept.")] = 3,
     dbt: Annotated[bool, typer.Option("--dbt/--no-dbt", help="Time the dbt build on each size's lake.")] = True,
     baseline: Annotated[

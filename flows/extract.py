@@ -160,6 +160,7 @@ def extract_dataset(
             validator.submit(validate_and_write, batch)
             batch = _Batch()
 
+    last_full_page: list[dict[str, Any]] | None = None
     try:
         while True:
             with clock("fetch_wait"):
@@ -173,14 +174,20 @@ def extract_dataset(
             with clock("validate"):
                 keys = landed.encode(page.records)
             full_page = endpoint.paginated and page.records and len(page.records) >= settings.page_limit
-            if full_page and batch.may_hold_every_key(keys, landed, also=validator.pending()):
+            # A server that ignores `offset` answers every page with the first one: stop instead of paging forever.
+            # The same records again is caught even when some are invalid (those never land, so never count as
+            # seen); a page of records that all landed already is caught too.
+            repeated = full_page and page.records == last_full_page
+            if full_page and not repeated and batch.may_hold_every_key(keys, landed, also=validator.pending()):
                 hand_over()
                 validator.wait()  # now `landed` is exact
-                if all(landed.contains(keys)):
-                    raise ApiError(
-                        f"CoinCap sent the same full page of {dataset} twice (offset {page.offset}).",
-                        "The server seems to ignore `offset`; check COINCAP_API_BASE_URL.",
-                    )
+                repeated = all(landed.contains(keys))
+            if repeated:
+                raise ApiError(
+                    f"CoinCap sent the same full page of {dataset} twice (offset {page.offset}).",
+                    "The server seems to ignore `offset`; check COINCAP_API_BASE_URL.",
+                )
+            last_full_page = page.records if full_page else None
             pages.request_next()  # only now: a page that stops the run above never costs a call ahead
             batch.add(page, keys)
             if batch.size >= _BATCH_RECORDS:
@@ -237,8 +244,8 @@ class _Prefetcher:
     """Advances a page iterator in a background thread, at most one page ahead, when the consumer asks.
 
     `next()` returns the next item (None at the end) and re-raises whatever the fetch raised, in order; the
-    consumer calls `request_next()` once it knows it wants another page, so requests happen in the same order,
-    and no earlier, than without prefetching, only overlapped with the consumer's work on the current page.
+    consumer calls `request_next()` once it has looked at the current page and wants another, so the requests are
+    the same, in the same order, as without prefetching: only the fetch overlaps the consumer's other work.
     """
 
     def __init__(self, items: Iterator[Any], *, name: str, clock: _StageClock) -> None:

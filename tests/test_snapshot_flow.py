@@ -163,3 +163,46 @@ def test_faulty_snapshot_reaches_the_marts_exactly_once_and_a_rerun_changes_no_c
         _, runs = warehouse.query("select step, status from ops.pipeline_runs order by recorded_at")
         assert runs.count(("dbt", "completed")) == 2 and runs.count(("markets", "completed")) == 2
     use_settings(None)
+
+
+@pytest.mark.parametrize("with_invalid_record", [False, True])
+def test_a_server_that_ignores_offset_stops_the_extract_with_one_line(tmp_path, with_invalid_record):
+    """Every page is the first one: the extract must stop, not page forever (an invalid record never lands, so
+    it never counts as seen; the repeat is still caught)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from flows.errors import ApiError
+    from flows.extract import extract_dataset
+    from flows.local_api import Catalog
+    from flows.snapshot_id import Snapshot
+
+    records = [dict(r) for r in Catalog.demo().assets[:10]]
+    if with_invalid_record:
+        records[3]["priceUsd"] = "not a number"
+    body = json.dumps({"timestamp": 1_763_700_000_000, "data": records}).encode()
+    requests_seen: list[str] = []
+
+    class SamePage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            requests_seen.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SamePage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = fast_settings(tmp_path, f"http://127.0.0.1:{server.server_port}", COINCAP_PAGE_LIMIT=10)
+        with pytest.raises(ApiError, match="same full page of assets twice"):
+            extract_dataset("assets", Snapshot.now(), settings=settings)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(requests_seen) == 2  # the first page, and its repeat: no call beyond it
