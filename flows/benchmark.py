@@ -389,23 +389,11 @@ def pipeline_child(base_url: str, with_dbt: bool) -> dict[str, Any]:
 
 
 def _dbt_build(settings: Any) -> float:
-    """What the snapshot flow's dbt task does before and for `dbt build`; seconds, dbt's start-up included."""
-    from flows.backfill import ensure_history_readable
-    from flows.contracts.datasets import CONTRACTS
-    from flows.lake.factory import lake_storage
-    from flows.lake.parquet import ensure_readable
-    from flows.stream import GAP_SCHEMA, TICK_SCHEMA
-    from flows.transform import run_dbt
-    from flows.warehouse.factory import warehouse
+    """What the snapshot flow's dbt task does (`build_marts`); seconds, dbt's start-up included."""
+    from flows.pipeline import build_marts
 
     started = time.perf_counter()
-    schemas = {name: contract.arrow_schema() for name, contract in CONTRACTS.items()}
-    schemas.update(prices_stream=TICK_SCHEMA, prices_stream_gaps=GAP_SCHEMA)
-    staging = settings.data_dir.resolve() / "staging"
-    ensure_readable(lake_storage(settings), schemas, staging)
-    ensure_history_readable(lake_storage(settings), staging)
-    warehouse(settings).ensure_ops_tables()
-    run_dbt(settings, "build")
+    build_marts(settings)
     return time.perf_counter() - started
 
 

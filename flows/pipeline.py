@@ -29,7 +29,7 @@ from flows.lake.factory import lake_storage
 from flows.lake.parquet import ensure_readable
 from flows.observability import configure_logging, publish_snapshot_artifact
 from flows.quality import QualityReport, run_checks
-from flows.settings import current_settings
+from flows.settings import Settings, current_settings
 from flows.snapshot_id import PATTERN, Snapshot
 from flows.stream import GAP_SCHEMA, TICK_SCHEMA
 from flows.transform import DbtOutcome, run_dbt
@@ -128,10 +128,8 @@ def publish_task(staged: list[StagedFiles]) -> list[str]:
     return [key for files in staged for key in files.publish(storage)]
 
 
-@task(name="dbt-build", timeout_seconds=3600, cache_policy=NO_CACHE)
-def dbt_task(full_refresh: bool = False) -> DbtOutcome:
-    """Build and test the marts (`dbt build`)."""
-    settings = current_settings()
+def build_marts(settings: Settings, full_refresh: bool = False) -> DbtOutcome:
+    """Make every table dbt reads exist (lake placeholders, ops tables), then `dbt build` the marts."""
     schemas = {name: contract.arrow_schema() for name, contract in CONTRACTS.items()}
     schemas.update(prices_stream=TICK_SCHEMA, prices_stream_gaps=GAP_SCHEMA)  # read by dbt even if never streamed
     from flows.backfill import ensure_history_readable  # backfill imports this module's task helpers
@@ -140,7 +138,13 @@ def dbt_task(full_refresh: bool = False) -> DbtOutcome:
     ensure_readable(lake_storage(settings), schemas, staging)
     ensure_history_readable(lake_storage(settings), staging)
     warehouse(settings).ensure_ops_tables()  # the health views read ops.pipeline_runs and ops.dq_results
-    outcome = run_dbt(settings, "build", *(["--full-refresh"] if full_refresh else []))
+    return run_dbt(settings, "build", *(["--full-refresh"] if full_refresh else []))
+
+
+@task(name="dbt-build", timeout_seconds=3600, cache_policy=NO_CACHE)
+def dbt_task(full_refresh: bool = False) -> DbtOutcome:
+    """Build and test the marts (`dbt build`)."""
+    outcome = build_marts(current_settings(), full_refresh)
     get_run_logger().info("dbt build: %s in %.1fs", dict(outcome.statuses), outcome.seconds)
     return outcome
 
