@@ -20,7 +20,7 @@ from prefect.context import get_run_context
 from prefect.states import State
 from pydantic import Field
 
-from flows.alerts import alert_on_failure
+from flows.alerts import alert_on_failure, failure_alert, quality_alert, send_alert
 from flows.coincap.endpoints import DATASETS
 from flows.contracts.datasets import CONTRACTS
 from flows.errors import ApiUnavailable, PipelineError, StorageError
@@ -158,8 +158,6 @@ def quality_task(snapshot_id: str | None, flow_run_id: str | None) -> QualityRep
 def _check_quality(snapshot_id: str | None, run_id: str | None) -> QualityReport | None:
     """Run the quality task; a tripped check (or checks that cannot run) is logged and alerted, never raised:
     the data is landed and modeled, and anomalies are flagged, not dropped."""
-    from flows.alerts import failure_alert, quality_alert, send_alert
-
     logger = get_run_logger()
     settings = current_settings()
     try:
@@ -168,12 +166,8 @@ def _check_quality(snapshot_id: str | None, run_id: str | None) -> QualityReport
         logger.error("data quality: the checks could not run (%s)", exc)
         send_alert(failure_alert("quality", run_id, exc), settings)
         return None
-    if not report.ok:
-        logger.error("data quality: %s", report.summary_line())
-    elif report.warned:
-        logger.warning("data quality: %s", report.summary_line())
-    else:
-        logger.info("data quality: %s", report.summary_line())
+    level = logging.ERROR if not report.ok else logging.WARNING if report.warned else logging.INFO
+    logger.log(level, "data quality: %s", report.summary_line())
     alert = quality_alert(report)
     if alert is not None:
         send_alert(alert, settings)

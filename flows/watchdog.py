@@ -13,17 +13,11 @@ from typing import TYPE_CHECKING
 from prefect import flow, get_run_logger
 
 from flows.alerts import alert_on_failure, send_alert, stale_alert
+from flows.pipeline import _flow_run_id
 from flows.settings import current_settings
 
 if TYPE_CHECKING:
     from flows.quality import QualityReport
-
-
-def _flow_run_id() -> str | None:
-    from prefect.context import FlowRunContext
-
-    ctx = FlowRunContext.get()
-    return str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None else None
 
 
 @flow(name="watchdog", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
