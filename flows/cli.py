@@ -278,6 +278,36 @@ def preflight(data_dir: DataDirOpt = None) -> None:
     out.print("[green]ready:[/] `prefect --no-prompt deploy --all` next.")
 
 
+@app.command("check-sql")
+def check_sql(
+    dump: Annotated[
+        Path | None, typer.Option("--dump", help="Write each analyzed statement to DIR/<kind>/<name>.sql.")
+    ] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Analyze every statement BigQuery will run with Google's ZetaSQL analyzer: offline, no credentials.
+
+    Models (first build and incremental), data tests, preflight's dry runs, data-quality queries, the Looker
+    report's queries and the README's gcp examples. One line per rejected statement; exits 7 when there is any.
+    """
+    from flows.bigquery_sql.check import check_sql as run_check
+    from flows.errors import SqlCheckError
+
+    settings = load_settings(data_dir=data_dir, target=Target.gcp)
+    report = run_check(settings, dump_dir=dump, progress=lambda line: err.print(f"[dim]{line}[/]", highlight=False))
+    for problem in report.problems:
+        out.print(f"[red]rejected[/] {escape(problem.line())}", highlight=False, soft_wrap=True)
+    out.print(report.summary(), highlight=False, soft_wrap=True)
+    if dump is not None:
+        out.print(f"statements written to {dump}/<kind>/<name>.sql (order.txt lists them in order)", highlight=False)
+    if not report.ok:
+        n = len(report.problems)
+        raise SqlCheckError(
+            f"Google's SQL analyzer rejected {n} statement{'s' if n > 1 else ''} BigQuery would run.",
+            "Fix the model or query named above (`--dump DIR` shows each statement as analyzed), then re-run.",
+        )
+
+
 @app.command()
 def backfill(
     assets: Annotated[

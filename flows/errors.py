@@ -48,3 +48,9 @@ class DataQualityError(PipelineError):
     """Data-quality checks failed (`coincap-pipeline quality`); the data stays landed, flagged."""
 
     exit_code = 6
+
+
+class SqlCheckError(PipelineError):
+    """Google's SQL analyzer rejected a statement BigQuery would run (`coincap-pipeline check-sql`)."""
+
+    exit_code = 7

@@ -478,3 +478,62 @@ def check_tables_are_models(report: Report, models_dir: Path) -> None:
                 f"Data source {ds.alias!r} reads {ds.table}, which is not a model in {models_dir}.",
                 "Point it at an rpt_* model in looker/report.yaml.",
             )
+
+
+# ------------------------------------------------------------------------------------------------ queries
+
+_AGGREGATE_SQL = {"sum": "sum({})", "avg": "avg({})", "min": "min({})", "max": "max({})", "count": "count({})",
+                  "count_distinct": "count(distinct {})"}  # fmt: skip
+_FILTER_SQL = {"equals": "=", "not_equals": "!=", "less_or_equal": "<=", "greater_or_equal": ">=", "greater_than": ">"}
+_RANGE_DAYS = {"yesterday": 1, "last_7_days": 7, "last_28_days": 28, "last_30_days": 30, "last_90_days": 90}
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def report_queries(report: Report, project: str, dataset: str) -> dict[str, str]:
+    """The BigQuery SQL the report's charts and drop-down controls issue, shaped as Looker Studio sends it:
+    the date range on the data source's date dimension (the partition column), the chart's filters, its
+    dimensions and breakdown grouped, its metrics aggregated, sorted and limited. Keyed `<page>.<chart>`."""
+    queries: dict[str, str] = {}
+    for page in report.pages:
+        days = next((_RANGE_DAYS[c.default] for c in page.controls if c.type == "date_range" and c.default), 30)
+        for chart in page.charts:
+            source = report.data_source(chart.data_source)
+            table = f"`{project}`.`{dataset}`.`{source.table}`"
+            groups = [*chart.dimensions, *([chart.breakdown] if chart.breakdown else [])]
+            metrics = []
+            for metric in chart.metrics:
+                aggregation = metric.aggregation or source.field(metric.field).aggregation  # type: ignore[union-attr]
+                metrics.append(f"{_AGGREGATE_SQL[aggregation].format(metric.field)} as {metric.field}")
+            where = [_date_range(source.date_range_dimension, days)]
+            for f in chart.filters:
+                if f["op"] == "in":
+                    where.append(f"{f['field']} in ({', '.join(_literal(v) for v in f['values'])})")
+                else:
+                    where.append(f"{f['field']} {_FILTER_SQL[f['op']]} {_literal(f['value'])}")
+            sql = f"select {', '.join([*groups, *metrics])} from {table} where {' and '.join(where)}"
+            if groups:
+                sql += f" group by {', '.join(groups)}"
+            if chart.sort:
+                sql += f" order by {', '.join(f'{field} {order}' for field, order in chart.sort)}"
+            if chart.rows:
+                sql += f" limit {chart.rows}"
+            queries[f"{page.id}.{chart.id}"] = sql
+        for control in page.controls:
+            if control.type == "drop_down" and control.data_source and control.field:
+                source = report.data_source(control.data_source)
+                queries[f"{page.id}.control_{control.field}"] = (
+                    f"select distinct {control.field} from `{project}`.`{dataset}`.`{source.table}`"
+                    f" where {_date_range(source.date_range_dimension, days)} order by {control.field}"
+                )
+    return queries
+
+
+def _date_range(column: str, days: int) -> str:
+    return f"{column} between date_sub(current_date(), interval {days} day) and current_date()"

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flows.contracts.datasets import CONTRACTS
 from flows.settings import Settings, Target
 
 TERRAFORM = "run `terraform apply` in terraform/envs/prod"
@@ -88,11 +87,14 @@ def check_datasets(settings: Settings, client: Any) -> list[Finding]:
 
 
 def check_external_tables(settings: Settings, client: Any) -> list[Finding]:
-    """One external table per dataset over the bucket, with the contract's columns."""
+    """One external table per lake dataset over the bucket (the four snapshot datasets, the price stream, the
+    price history), with the columns of its files."""
     from google.api_core import exceptions as gexc
 
+    from flows.contracts.bigquery import lake_tables
+
     findings = []
-    for name, contract in CONTRACTS.items():
+    for name, schema in lake_tables().items():
         table_id = f"{settings.gcp_project}.{settings.bq_dataset('raw')}.{name}"
         try:
             table = client.get_table(table_id)
@@ -103,12 +105,12 @@ def check_external_tables(settings: Settings, client: Any) -> list[Finding]:
             findings.append(_problem("external table", f"{table_id}: {_short(exc)}", "check credentials"))
             continue
         columns = {field.name for field in table.schema or []}
-        missing = [c for c in contract.arrow_schema().names if c not in columns]
+        missing = [c for c in schema.names if c not in columns]
         if missing:
             findings.append(_problem("external table", f"{table_id} lacks columns {', '.join(missing)}",
                                      f"{TERRAFORM} (its schemas come from the contracts)"))  # fmt: skip
         else:
-            findings.append(Finding("external table", True, f"{table_id} matches the {name} contract"))
+            findings.append(Finding("external table", True, f"{table_id} matches the {name} files"))
     return findings
 
 
@@ -194,8 +196,15 @@ def _prefect_work_pool_reader() -> Callable[[str], Any]:
     return read
 
 
-def check_marts_sql(settings: Settings, client: Any, statements: dict[str, str]) -> list[Finding]:
-    """Dry-run every mart's compiled SQL: it must parse, and every table it reads must be reachable."""
+def check_marts_sql(
+    settings: Settings, client: Any, statements: dict[str, str], relations: dict[str, str] | None = None
+) -> list[Finding]:
+    """Dry-run every model's compiled SQL: it must parse, and every table it reads must be reachable.
+
+    A model that reads a table the first dbt build creates cannot be dry-run yet: Google's SQL analyzer checks it
+    offline instead (`flows.bigquery_sql`), against the raw and ops tables plus every model before it in
+    `statements` (dependency order), each created at `relations[name]` (`project.dataset.table`).
+    """
     from google.api_core import exceptions as gexc
     from google.cloud import bigquery
 
@@ -214,25 +223,69 @@ def check_marts_sql(settings: Settings, client: Any, statements: dict[str, str])
             text = str(exc)
             missing = "Not found" in text or isinstance(exc, gexc.NotFound)
             if missing and any(f"{dataset}." in text or f"{dataset}:" in text for dataset in built_by_dbt):
-                waiting.append(model)  # reads a table the first dbt build creates: not a problem yet
+                waiting.append(model)  # reads a table the first dbt build creates: analyzed offline below
                 continue
             fix = "create what it reads (`terraform apply`) or fix the model"
             findings.append(_problem("marts SQL", f"{model} does not dry-run ({_short(exc)})", fix))
+    rejected = analyze_offline(settings, statements, relations or {}) if waiting else {}
+    for model in waiting:
+        if rejected.get(model):
+            fix = "fix the model (`coincap-pipeline check-sql` checks every statement offline)"
+            findings.append(_problem("marts SQL", f"{model} fails Google's SQL analyzer ({rejected[model]})", fix))
     if not findings:
         ran = len(statements) - len(waiting)
-        note = f"; {len(waiting)} wait for the first dbt build" if waiting else ""
+        note = f"; {len(waiting)} wait for the first dbt build and pass the SQL analyzer" if waiting else ""
         findings.append(Finding("marts SQL", True, f"{ran} models dry-run, {total / 1e9:.2f} GB to scan{note}"))
     return findings
 
 
-def compiled_marts(settings: Settings) -> dict[str, str]:
-    """Compile the dbt project for the gcp target and return each model's SQL (needs credentials)."""
+def analyze_offline(settings: Settings, statements: dict[str, str], relations: dict[str, str]) -> dict[str, str]:
+    """Analyze each model's SELECT, in order, with ZetaSQL; a model with a relation becomes a view there, so the
+    models after it resolve its columns. Returns the analyzer's message per rejected model."""
+    from flows.bigquery_sql.analyzer import SqlAnalyzer, bigquery_aliases
+    from flows.bigquery_sql.check import cache_dir, raw_catalog
+
+    analyzer = SqlAnalyzer(raw_catalog(settings), cache_dir=cache_dir(settings))
+    rejected: dict[str, str] = {}
+    try:
+        for model, sql in statements.items():
+            relation = relations.get(model)
+            statement = f"create or replace view {relation} as (\n{sql}\n)" if relation else sql
+            outcome = analyzer.analyze(bigquery_aliases(statement))
+            if outcome.error:
+                rejected[model] = outcome.error
+    finally:
+        analyzer.close()
+    return rejected
+
+
+def compiled_marts(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+    """Compile the dbt project for the gcp target (needs credentials): each model's SQL, in dependency order,
+    and the relation (`project`.`dataset`.`table`) each model builds."""
     from flows.transform import run_dbt
 
     run_dbt(settings, "compile", "--select", "staging", "intermediate", "marts", "reports")
     manifest = settings.data_dir.resolve() / "dbt" / "target" / "manifest.json"
-    nodes = json.loads(Path(manifest).read_text())["nodes"].values()
-    return {n["name"]: n["compiled_code"] for n in nodes if n["resource_type"] == "model" and n.get("compiled_code")}
+    return models_in_order(json.loads(Path(manifest).read_text()))
+
+
+def models_in_order(manifest: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(model -> compiled SQL, model -> relation) of a dbt manifest, each model after the models it reads."""
+    nodes = {k: n for k, n in manifest["nodes"].items() if n["resource_type"] == "model" and n.get("compiled_code")}
+    ordered: list[str] = []
+
+    def visit(key: str, path: tuple[str, ...] = ()) -> None:
+        if key in ordered or key not in nodes or key in path:
+            return
+        for parent in nodes[key].get("depends_on", {}).get("nodes", []):
+            visit(parent, (*path, key))
+        ordered.append(key)
+
+    for key in sorted(nodes):
+        visit(key)
+    statements = {nodes[k]["name"]: nodes[k]["compiled_code"] for k in ordered}
+    relations = {nodes[k]["name"]: nodes[k]["relation_name"] for k in ordered if nodes[k].get("relation_name")}
+    return statements, relations
 
 
 def run_preflight(
@@ -244,6 +297,7 @@ def run_preflight(
     read_work_pool: Callable[[str], Any] | None = None,
     read_block: Callable[[str, str], Any] | None = None,
     statements: dict[str, str] | None = None,
+    relations: dict[str, str] | None = None,
 ) -> list[Finding]:
     """Every check, in dependency order; later checks are skipped when settings are missing."""
     findings = check_settings(settings)
@@ -260,7 +314,9 @@ def run_preflight(
     findings += check_work_pool(settings, read_work_pool)
     findings += check_results_block(read_block)
     if all(f.ok for f in findings):
-        findings += check_marts_sql(settings, bigquery_client, statements or compiled_marts(settings))
+        if statements is None:
+            statements, relations = compiled_marts(settings)
+        findings += check_marts_sql(settings, bigquery_client, statements, relations)
     return findings
 
 

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     api_base_url: str = Field(default=DEFAULT_BASE_URL, alias="COINCAP_API_BASE_URL")
     target: Target = Field(default=Target.local, alias="PIPELINE_TARGET")
     data_dir: Path = Field(default=Path("data"), alias="PIPELINE_DATA_DIR")
+    # Rebuildable artefacts shared by every data folder (the SQL analyzer's compiled WebAssembly module).
+    cache_dir: Path = Field(default=Path.home() / ".cache" / "coincap-pipeline", alias="PIPELINE_CACHE_DIR")
 
     # HTTP behaviour. Defaults follow CoinCap's published limits (600 calls/min, pages of at most 2000).
     page_limit: int = Field(default=2000, ge=1, le=2000, alias="COINCAP_PAGE_LIMIT")
@@ -61,8 +63,9 @@ class Settings(BaseSettings):
     work_pool: str = Field(default="coincap-cloud-run", alias="PIPELINE_WORK_POOL")
 
     # Retention: granular data (snapshots, ticks, quarantine) is kept this many days; daily aggregates forever.
-    # Terraform's granular_retention_days / granular_partition_expiration_days default to the same number. At
-    # least 31: fct_asset_daily's incremental run recomputes its latest day's 30-day windows from granular data.
+    # Terraform's granular_retention_days defaults to the same number (GCS lifecycle, staging partitions), and dbt
+    # receives it as the marts' partition expiration (flows/transform.py). At least 31: fct_asset_daily's
+    # incremental run recomputes its latest day's 30-day windows from granular data.
     granular_retention_days: int = Field(default=365, ge=31, alias="PIPELINE_GRANULAR_RETENTION_DAYS")
 
     dbt_threads: int = Field(default=2, ge=1, alias="PIPELINE_DBT_THREADS")

@@ -63,3 +63,18 @@ def settings(tmp_path: Path, stub: StubServer) -> Iterator[Settings]:
 
 # fake-gcs-server stand-in for GCS (tests/gcs_server.py): `gcs_server` once per session, `gcs_emulator` per test.
 from tests.gcs_server import gcs_emulator, gcs_server  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def bigquery_offline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, object]:
+    """The dbt project built for BigQuery with the connection stubbed (flows/bigquery_sql/dbt_offline.py), once per
+    session: (the settings check-sql compiles with, the OfflineBuild)."""
+    from flows.bigquery_sql.check import offline_settings
+    from flows.bigquery_sql.dbt_offline import compile_offline
+
+    base = Settings(  # type: ignore[call-arg]
+        _env_file=None, PIPELINE_TARGET="gcp", GCP_PROJECT_ID="example-project", BQ_LOCATION="EU",
+        PIPELINE_DATA_DIR=tmp_path_factory.mktemp("bigquery-offline"),
+    )  # fmt: skip
+    settings = offline_settings(base)
+    return base, compile_offline(settings)

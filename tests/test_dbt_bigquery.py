@@ -1,39 +1,30 @@
 """The dbt project on the BigQuery target, without BigQuery: dbt's own runner with a stubbed connection.
 
-`run_dbt(settings, ...)` runs for real on the gcp target (profile, env, materializations, dispatched macros);
-only the connection is replaced: a small in-memory catalog answers dbt's API calls, and every SQL statement dbt
-would send is recorded instead of run. Two passes: a first build (nothing exists: CREATE TABLE/VIEW, data tests)
-and an incremental run (every table exists: insert_overwrite scripts). Each statement is parsed with sqlglot's
-BigQuery dialect (syntax only: sqlglot does not know BigQuery's semantics), and the marts' configs are checked
-in the manifest.
+`compile_offline` (flows/bigquery_sql/dbt_offline.py, shared with `coincap-pipeline check-sql`) runs dbt for real
+on the gcp target; only the connection is replaced, and every SQL statement dbt would send is recorded. Two
+passes: a first build (CREATE TABLE/VIEW, data tests) and an incremental run (insert_overwrite with copy jobs).
+Here the marts' configs and the statements' shape are checked (sqlglot's BigQuery dialect parses them: syntax
+only); tests/test_sql_check.py has Google's analyzer check their semantics.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import os
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import date
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 import sqlglot
 from sqlglot import exp
 
+from flows.bigquery_sql.dbt_offline import LATEST_LOADED_DAY, OfflineBuild
 from flows.settings import Settings
-from flows.transform import DbtOutcome, dbt_env, run_dbt
+from flows.transform import DbtOutcome, dbt_env
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "example-project"
-LATEST_LOADED_DAY = "2026-11-20"  # what the stub answers when a model asks for its latest loaded partition
 SNAPSHOT_FACTS = {
     "fct_asset_snapshots": ["asset_id"],
     "fct_market_snapshots": ["exchange_id", "base_asset_id"],
@@ -59,113 +50,6 @@ REPORT_VIEWS = {"rpt_pipeline_health_daily": "pipeline_runs", "rpt_data_quality"
 
 
 @dataclass
-class FakeCatalog:
-    """What dbt asks the BigQuery API, answered from memory; `tables` maps 'dataset.table' to a Table."""
-
-    columns: dict[str, list[str]]  # model alias -> its documented columns
-    tables: dict[str, Any] = field(default_factory=dict)
-    statements: list[tuple[str, str]] = field(default_factory=list)  # (node unique id, SQL)
-    copies: list[tuple[list[str], str, str]] = field(default_factory=list)  # (sources, destination, disposition)
-
-    def add(self, dataset: str, name: str, kind: str) -> None:
-        from google.cloud import bigquery
-
-        base = re.sub(r"__dbt_tmp[0-9]*$", "", name)  # a temporary table has its model's columns
-        schema = [bigquery.SchemaField(c, "STRING") for c in self.columns.get(base, [])]
-        table = bigquery.Table(f"{PROJECT}.{dataset}.{name}", schema=schema)
-        table._properties["type"] = kind.upper()
-        self.tables[f"{dataset}.{name}"] = table
-
-
-class FakeClient:
-    """The few `google.cloud.bigquery.Client` calls dbt makes outside queries."""
-
-    def __init__(self, catalog: FakeCatalog) -> None:
-        self.catalog = catalog
-
-    def get_table(self, ref: Any, **_: Any) -> Any:
-        from google.api_core.exceptions import NotFound
-
-        key = f"{ref.dataset_id}.{ref.table_id}"
-        if key not in self.catalog.tables:
-            raise NotFound(f"Not found: Table {PROJECT}:{key}")
-        return copy.deepcopy(self.catalog.tables[key])
-
-    def list_tables(self, dataset: Any, **_: Any) -> list[Any]:
-        return [t for key, t in self.catalog.tables.items() if key.split(".")[0] == dataset.dataset_id]
-
-    def list_routines(self, dataset: Any, **_: Any) -> list[Any]:
-        return []
-
-    def get_routine(self, ref: Any, **_: Any) -> Any:
-        from google.api_core.exceptions import NotFound
-
-        raise NotFound(f"Not found: Routine {ref}")
-
-    def list_datasets(self, project: str | None = None, **_: Any) -> list[Any]:
-        from google.cloud import bigquery
-
-        return [bigquery.Dataset(f"{PROJECT}.{d}") for d in sorted({k.split(".")[0] for k in self.catalog.tables})]
-
-    def create_dataset(self, dataset: Any, **_: Any) -> Any:
-        return dataset
-
-    def update_table(self, table: Any, fields: list[str], **_: Any) -> Any:
-        return table
-
-    def delete_table(self, ref: Any, **_: Any) -> None:
-        return None
-
-    def copy_table(self, sources: list[Any], destination: Any, job_config: Any, **_: Any) -> Any:
-        self.catalog.copies.append(([s.table_id for s in sources], destination.table_id, job_config.write_disposition))
-        return mock.Mock()  # a copy job: .result() returns at once
-
-    def close(self) -> None:
-        return None
-
-    def query(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError(f"dbt sent a query outside the stubbed execute: {args} {kwargs}")
-
-
-_CREATED = re.compile(r"create or replace (table|view) `[^`]+`\.`([^`]+)`\.`([^`]+)`", re.IGNORECASE)
-
-
-@contextmanager
-def stubbed_bigquery(catalog: FakeCatalog) -> Iterator[None]:
-    """Patch dbt-bigquery's connection: a FakeClient as the handle, statements recorded instead of run."""
-    from dbt.adapters.bigquery.connections import BigQueryAdapterResponse, BigQueryConnectionManager
-    from dbt.adapters.contracts.connection import ConnectionState
-    from dbt_common.clients import agate_helper
-
-    def open_connection(cls: type, connection: Any) -> Any:
-        connection.handle = FakeClient(catalog)
-        connection.state = ConnectionState.OPEN
-        return connection
-
-    def execute(self: Any, sql: str, auto_begin: bool = False, fetch: bool | None = None, limit: Any = None) -> Any:
-        node = self.get_thread_connection().name
-        catalog.statements.append((node, sql))
-        for kind, dataset, name in _CREATED.findall(sql):
-            if f"{dataset}.{name}" not in catalog.tables:
-                catalog.add(dataset, name, kind)
-        if fetch and node.startswith("test."):  # a data test: no failures
-            row = {"failures": 0, "should_warn": False, "should_error": False}
-            table = agate_helper.table_from_data_flat([row], list(row))
-        elif fetch:  # latest_loaded_day's partition query, or the partitions of a temporary table to copy
-            day = date.fromisoformat(LATEST_LOADED_DAY)
-            table = agate_helper.table_from_data_flat([{"day": day}], ["day"])
-        else:
-            table = agate_helper.empty_table()
-        return BigQueryAdapterResponse(_message="OK"), table
-
-    with (
-        mock.patch.object(BigQueryConnectionManager, "open", classmethod(open_connection)),
-        mock.patch.object(BigQueryConnectionManager, "execute", execute),
-    ):
-        yield
-
-
-@dataclass
 class BigQueryRuns:
     settings: Settings
     manifest: dict[str, Any]
@@ -187,36 +71,15 @@ def _by_node(statements: list[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryRuns]:
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, PIPELINE_TARGET="gcp", GCP_PROJECT_ID=PROJECT, BQ_LOCATION="EU",
-        PIPELINE_DATA_DIR=tmp_path_factory.mktemp("dbt-bigquery"),
+def runs(bigquery_offline: tuple[Settings, OfflineBuild]) -> BigQueryRuns:
+    _, build = bigquery_offline
+    copies: dict[str, list[tuple[str, str, str]]] = {}
+    for sources, destination, disposition in build.copies:
+        copies.setdefault(destination.split("$")[0], []).append((sources[0], destination, disposition))
+    return BigQueryRuns(
+        build.settings, build.manifest, build.first, build.incremental, _by_node(build.first_sql),
+        _by_node(build.incremental_sql), copies,
     )  # fmt: skip
-    saved_env = dict(os.environ)  # run_dbt exports the gcp settings: later tests must not see them
-    try:
-        run_dbt(settings, "parse")
-        target = settings.data_dir.resolve() / "dbt" / "target"
-        parsed = json.loads((target / "manifest.json").read_text())
-        models = [n for n in parsed["nodes"].values() if n["resource_type"] == "model"]
-        catalog = FakeCatalog(columns={n["alias"]: list(n["columns"]) for n in models})
-        for ops_table in REPORT_VIEWS.values():  # written by the pipeline, not by dbt
-            catalog.add("coincap_ops", ops_table, "table")
-
-        with stubbed_bigquery(catalog):
-            first = run_dbt(settings, "build", "--exclude-resource-type", "unit_test", raise_on_failure=False)
-        first_sql = _by_node(catalog.statements)
-        catalog.statements.clear()
-        with stubbed_bigquery(catalog):  # every table exists now: the incremental branch
-            incremental = run_dbt(settings, "run", raise_on_failure=False)
-        manifest = json.loads((target / "manifest.json").read_text())
-        copies: dict[str, list[tuple[str, str, str]]] = {}
-        for sources, destination, disposition in catalog.copies:
-            copies.setdefault(destination.split("$")[0], []).append((sources[0], destination, disposition))
-        incremental_sql = _by_node(catalog.statements)
-        yield BigQueryRuns(settings, manifest, first, incremental, first_sql, incremental_sql, copies)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved_env)
 
 
 def _model_sql(statements: dict[str, list[str]], name: str) -> str:
@@ -273,7 +136,7 @@ def test_incremental_models_are_partitioned_by_day_and_clustered(runs: BigQueryR
     assert config["cluster_by"] == INCREMENTAL[name]
     assert config["on_schema_change"] == "fail"
     expiring = name in SNAPSHOT_FACTS
-    assert config.get("partition_expiration_days") == (365 if expiring else None)
+    assert config.get("partition_expiration_days") == (runs.settings.granular_retention_days if expiring else None)
     assert bool(config.get("require_partition_filter")) == (name == "fct_market_snapshots")
 
     # the first build's CREATE carries the same, as BigQuery will see it
@@ -284,7 +147,9 @@ def test_incremental_models_are_partitioned_by_day_and_clustered(runs: BigQueryR
     options = {
         p.name: p.args["value"].sql("bigquery") for p in create.args["properties"].expressions if p.key == "property"
     }
-    assert options.get("partition_expiration_days") == ("365" if expiring else None)
+    assert options.get("partition_expiration_days") == (
+        str(runs.settings.granular_retention_days) if expiring else None
+    )
     assert options.get("require_partition_filter") == ("TRUE" if name == "fct_market_snapshots" else None)
     layer = "staging" if name.startswith("stg_") else "marts"
     assert options["labels"] == f"[('pipeline', 'coincap'), ('layer', '{layer}')]"
@@ -329,15 +194,14 @@ def test_data_tests_of_partitioned_models_read_only_recent_days(runs: BigQueryRu
             assert "current_date()" not in sql, test["name"]
 
 
-def test_the_granular_facts_expire_after_the_days_terraform_exposes(runs: BigQueryRuns) -> None:
+def test_the_granular_facts_expire_after_the_retention_setting(runs: BigQueryRuns) -> None:
     import hcl2
-    import yaml
 
-    days = yaml.safe_load((ROOT / "dbt" / "dbt_project.yml").read_text())["vars"]["granular_partition_expiration_days"]
+    days = runs.settings.granular_retention_days  # passed to dbt as granular_partition_expiration_days
     for module in ("envs/prod", "modules/bigquery"):
         variables = hcl2.load((ROOT / "terraform" / module / "variables.tf").open())["variable"]
         defaults = {name.strip('"'): body.get("default") for block in variables for name, body in block.items()}
-        assert defaults["granular_partition_expiration_days"] == days, module
+        assert defaults["granular_retention_days"] == days, module
     for name in SNAPSHOT_FACTS:
         assert runs.node(name)["config"]["partition_expiration_days"] == days
 
@@ -349,7 +213,7 @@ def test_report_tables_are_partitioned_by_report_date_and_replace_whole_days(run
     day = {"field": "report_date", "data_type": "date", "granularity": "day", "copy_partitions": True}
     assert config["partition_by"] == day and config["cluster_by"] == REPORTS[name]
     pairs = name == "rpt_market_pairs_daily"  # the largest: a partition filter is required, and it expires
-    assert config.get("partition_expiration_days") == (365 if pairs else None)
+    assert config.get("partition_expiration_days") == (runs.settings.granular_retention_days if pairs else None)
     assert bool(config.get("require_partition_filter")) == pairs
 
     create = next(e for e in _parse(_model_sql(runs.first_sql, name)) if isinstance(e, exp.Create))
@@ -397,3 +261,29 @@ def test_dbt_env_sets_the_gcp_names_and_keeps_the_local_ones(tmp_path: Path) -> 
     assert local["PIPELINE_DUCKDB_PATH"] == str(tmp_path.resolve() / "warehouse.duckdb")
     assert local["PIPELINE_SCHEMA_PREFIX"] == ""  # a gcp prefix exported earlier in the process must not stick
     assert not {"GCP_PROJECT_ID", "BQ_DATASET_RAW", "BQ_DATASET_MARTS"} & set(local)
+
+
+def test_the_daily_build_reads_only_the_d1_price_history_files(runs: BigQueryRuns) -> None:
+    """The price history is hive-partitioned by `interval` and `asset`: the daily model's filter on the d1 series
+    must land on the `interval` partition key (a file column would make BigQuery read every backfill: m1...h12)."""
+    from sqlglot.lineage import lineage
+
+    sql = _model_sql(runs.first_sql, "stg_coincap__asset_history")
+    assert f"from `{PROJECT}`.`coincap_raw`.`asset_history`" in sql
+    assert "1 = 0" not in sql  # on BigQuery the raw table always exists: no empty fallback
+    view = next(e for e in _parse(sql) if isinstance(e, exp.Create))
+    from flows.contracts.bigquery import hive_partition_columns, lake_tables
+
+    columns = [*lake_tables()["asset_history"].names, *(c["name"] for c in hive_partition_columns("asset_history"))]
+    schema = {PROJECT: {"coincap_raw": {"asset_history": dict.fromkeys(columns, "STRING")}}}
+    node = lineage("history_interval", view.expression, schema=schema, dialect="bigquery")
+    leaves = [n.name for n in node.walk() if not n.downstream]
+    assert leaves == ["asset_history.interval"]  # the partition key, through the view
+    # the window that deduplicates partitions by it, so BigQuery pushes a filter on it into the scan
+    window = next(w for w in view.find_all(exp.Window) if w.find_ancestor(exp.CTE).alias == "deduplicated")
+    assert "history_interval" in {c.name for c in window.args["partition_by"]}
+
+    daily = _model_sql(runs.first_sql, "int_asset_snapshots_daily")
+    assert (
+        f"from `{PROJECT}`.`coincap_staging`.`stg_coincap__asset_history`\n    where history_interval = 'd1'" in daily
+    )

@@ -8,8 +8,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
-from flows.contracts.bigquery import bigquery_schema
-from flows.contracts.datasets import CONTRACTS
+from flows.contracts.bigquery import hive_partition_columns, lake_tables, schema_fields
 from flows.preflight import LAYERS, problems, run_preflight
 from flows.settings import Settings
 from tests.bq_emulator import bq_emulator  # noqa: F401 - session fixture
@@ -41,10 +40,10 @@ def world(gcs_emulator, bq_emulator, prefect_api):  # noqa: F811
     bq = bq_emulator.client()
     for layer in LAYERS:
         bq.create_dataset(f"{PROJECT}.{prefix}{layer}")
-    for name, contract in CONTRACTS.items():
+    for name, file_schema in lake_tables().items():
         # The emulator cannot create (BIG)NUMERIC columns; preflight compares column names, not types.
-        fields = [{**f, "type": "FLOAT64" if "NUMERIC" in f["type"] else f["type"]} for f in bigquery_schema(contract)]
-        fields.append({"name": "dt", "type": "DATE", "mode": "NULLABLE"})  # the hive partition column
+        fields = [{**f, "type": "FLOAT64" if "NUMERIC" in f["type"] else f["type"]} for f in schema_fields(file_schema)]
+        fields += hive_partition_columns(name)  # what BigQuery adds from the object paths
         schema = [bigquery.SchemaField.from_api_repr(f) for f in fields]
         bq.create_table(bigquery.Table(f"{PROJECT}.{prefix}raw.{name}", schema=schema), retry=None, timeout=30)
     settings = Settings(  # type: ignore[call-arg]
@@ -121,11 +120,33 @@ def test_marts_sql_that_reads_a_missing_table_fails_the_dry_run(world):
     assert problem.check == "marts SQL" and "fct_broken does not dry-run" in problem.line()
 
 
-def test_models_reading_tables_the_first_build_creates_are_not_problems(world):
-    marts_table = f"{world['settings'].bq_dataset('staging')}.stg_coincap__assets"
-    findings = preflight(world, statements={"fct_asset_daily": f"select * from {marts_table}"})
-    assert problems(findings) == []
-    assert "1 wait for the first dbt build" in findings[-1].line()
+def _first_build(world, final_sql: str):
+    """A staging view over the raw table and a mart over it: the mart cannot be dry-run before the first build."""
+    settings = world["settings"]
+    raw, staging = f"`{PROJECT}`.`{settings.bq_dataset('raw')}`", f"`{PROJECT}`.`{settings.bq_dataset('staging')}`"
+    statements = {
+        "stg_coincap__assets": f"select id as asset_id, snapshot_ts from {raw}.`assets` where dt >= '2026-01-01'",
+        "fct_asset_daily": final_sql.format(staging=staging),
+    }
+    relations = {"stg_coincap__assets": f"{staging}.`stg_coincap__assets`"}
+    return preflight(world, statements=statements, relations=relations)
+
+
+def test_models_reading_tables_the_first_build_creates_are_analyzed_offline(world):
+    findings = _first_build(world, "select asset_id, snapshot_ts from {staging}.`stg_coincap__assets`")
+    assert problems(findings) == [], [f.line() for f in problems(findings)]
+    assert "1 wait for the first dbt build and pass the SQL analyzer" in findings[-1].line()
+
+
+def test_a_model_waiting_for_the_first_build_with_a_bigquery_type_error_is_a_problem(world):
+    # DuckDB accepts this; BigQuery types the bare NULL in the CTE as INT64 and rejects the UNION ALL
+    broken = (
+        "with h as (select asset_id, null as snapshot_ts from {staging}.`stg_coincap__assets`)"
+        " select asset_id, snapshot_ts from {staging}.`stg_coincap__assets` union all select * from h"
+    )
+    (problem,) = problems(_first_build(world, broken))
+    assert problem.line().startswith("marts SQL: fct_asset_daily fails Google's SQL analyzer (Column 2 in UNION ALL")
+    assert "TIMESTAMP, INT64" in problem.line() and "check-sql" in problem.line()
 
 
 def test_missing_settings_stop_before_calling_anything():

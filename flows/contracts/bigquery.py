@@ -70,6 +70,20 @@ def lake_tables() -> dict[str, pa.Schema]:
     return tables
 
 
+# The hive partition keys of each raw external table, as Terraform's `source_uri_prefix` declares them: BigQuery
+# adds them to the file columns (`dt` from `dt=YYYY-MM-DD/`; price history from `interval=<i>/asset=<slug>/`).
+HIVE_PARTITION_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "asset_history": (("interval", "STRING"), ("asset", "STRING")),
+}
+DEFAULT_HIVE_PARTITION_KEYS: tuple[tuple[str, str], ...] = (("dt", "DATE"),)
+
+
+def hive_partition_columns(table: str) -> list[dict[str, str]]:
+    """The columns BigQuery adds to a raw external table from its objects' paths, in JSON-schema form."""
+    keys = HIVE_PARTITION_KEYS.get(table, DEFAULT_HIVE_PARTITION_KEYS)
+    return [{"name": name, "type": kind, "mode": "NULLABLE"} for name, kind in keys]
+
+
 def schema_fields(schema: pa.Schema) -> list[dict[str, str]]:
     """`{name, type, mode, description}` per column of a Parquet schema."""
     fields = []

@@ -9,6 +9,9 @@ from types import SimpleNamespace
 
 target = SimpleNamespace(type="duckdb", name="local", database="warehouse", schema="main")
 
+# adapter.quote: an identifier quoted as DuckDB quotes it (`interval`, a reserved word, is a hive partition key)
+adapter = SimpleNamespace(quote=lambda identifier: f'"{identifier}"')
+
 dbt = SimpleNamespace(
     safe_cast=lambda field, type: f"try_cast({field} as {type})",
     type_float=lambda: "double",

@@ -85,16 +85,18 @@ history_days as (
         asset_history.asset_id,
         asset_history.price_date as snapshot_date,
         cast(0 as {{ dbt.type_bigint() }}) as snapshot_count,
-        null as first_snapshot_ts,
-        null as last_snapshot_ts,
+        -- typed nulls: BigQuery types a bare NULL that passes through a CTE as INT64, and the UNION ALL below
+        -- then fails (TIMESTAMP vs INT64); `coincap-pipeline check-sql` catches it offline
+        cast(null as {{ dbt.type_timestamp() }}) as first_snapshot_ts,
+        cast(null as {{ dbt.type_timestamp() }}) as last_snapshot_ts,
         asset_history.price_usd as open_price_usd,
         asset_history.price_usd as high_price_usd,
         asset_history.price_usd as low_price_usd,
         asset_history.price_usd as close_price_usd,
         {{ dbt.safe_cast('asset_history.price_usd', dbt.type_float()) }} as avg_price_usd,
-        null as vwap_usd,
-        null as close_market_cap_usd,
-        null as close_volume_usd_24h
+        cast(null as {{ dbt.type_float() }}) as vwap_usd,
+        cast(null as {{ type_exact_decimal() }}) as close_market_cap_usd,
+        cast(null as {{ type_exact_decimal() }}) as close_volume_usd_24h
 
     from asset_history
     left join snapshot_days
