@@ -2,8 +2,10 @@
 
 Granular data (snapshot files, quarantine, stream ticks, and the snapshot-grain facts) older than the policy is
 dropped; daily aggregates (`fct_asset_daily`, asset history) are kept forever. Locally the maintenance flow
-applies it to the lake folder and DuckDB; on Google Cloud, Terraform applies the same number as GCS lifecycle
-rules and BigQuery partition expiration (`granular_retention_days`, `granular_partition_expiration_days`).
+applies it to the lake folder and DuckDB. On Google Cloud the same number is Terraform's
+`granular_retention_days`: it sets `PIPELINE_GRANULAR_RETENTION_DAYS` for the Cloud Run jobs, the bucket's
+lifecycle rule and the staging dataset's partition expiration; `flows.transform` passes the setting to dbt as
+`granular_partition_expiration_days`, the snapshot-grain marts' partition expiration.
 Applying it twice changes nothing the second time.
 """
 
@@ -23,7 +25,9 @@ from flows.lake.parquet import PLACEHOLDER_DAY
 from flows.lake.storage import LakeStorage
 from flows.settings import Settings, Target, current_settings
 
-# Lake prefixes holding granular, dt-partitioned data. Asset history is daily data: kept forever.
+# Lake prefixes holding granular, dt-partitioned data. Asset history (and its quarantine) is daily data: kept
+# forever. On Google Cloud the bucket's lifecycle rule deletes by these same prefixes (Terraform's
+# lake_bucket granular_prefixes; tests/test_terraform.py checks that the two lists agree).
 GRANULAR_PREFIXES = (
     "coincap/assets/",
     "coincap/rates/",
@@ -31,13 +35,18 @@ GRANULAR_PREFIXES = (
     "coincap/markets/",
     "coincap/prices_stream/",
     "coincap/prices_stream_gaps/",
-    "quarantine/",
+    "quarantine/assets/",
+    "quarantine/rates/",
+    "quarantine/exchanges/",
+    "quarantine/markets/",
+    "quarantine/prices_stream/",
 )
 # Snapshot-grain marts and the day column they are partitioned by; fct_asset_daily is not here on purpose.
 GRANULAR_MARTS = {
     "marts.fct_asset_snapshots": "snapshot_date",
     "marts.fct_market_snapshots": "snapshot_date",
     "marts.fct_rates": "snapshot_date",
+    "marts.rpt_market_pairs_daily": "report_date",  # on BigQuery its partitions expire with the same setting
 }
 _DT = re.compile(r"/dt=(\d{4}-\d{2}-\d{2})/")
 

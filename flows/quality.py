@@ -814,7 +814,7 @@ def run_source_freshness(settings: Settings, datasets: Sequence[str]) -> list[tu
     """`dbt source freshness` on the lake's snapshot tables: (table, age in hours or None, problem) each.
 
     Ages are judged here against the schedule-derived thresholds; the thresholds in the sources yml (prefect.yaml's,
-    as vars) serve runs by hand. No vars are passed, so dbt reuses the build's partial parse (2 s, not 10).
+    as vars) serve runs by hand. Only the build's own vars are passed, so dbt reuses its partial parse (2 s, not 10).
     """
     from flows.transform import invoke_dbt
 

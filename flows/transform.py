@@ -1,15 +1,17 @@
 """Run the dbt project in-process (dbt's programmatic runner) against the configured target.
 
 dbt reads its connection from `dbt/profiles.yml`, which takes paths from environment variables; this module
-is the one place that sets them, from `Settings`.
+is the one place that sets them, and the project's vars, from `Settings`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,42 @@ def dbt_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def dbt_vars(settings: Settings) -> dict[str, Any]:
+    """The vars every invocation passes: the snapshot-grain marts' partitions expire after the one granular
+    retention (`PIPELINE_GRANULAR_RETENTION_DAYS`); `dbt/dbt_project.yml`'s default serves a bare `dbt` CLI."""
+    return {"granular_partition_expiration_days": settings.granular_retention_days}
+
+
+def with_vars(settings: Settings, extra: Sequence[str]) -> list[str]:
+    """`extra` with `dbt_vars(settings)` added as one `--vars`; a caller's own `--vars` merge over them.
+
+    The same vars on every invocation keep dbt's partial parse (it re-parses everything when they change).
+    """
+    import yaml
+
+    merged = dbt_vars(settings)
+    rest: list[str] = []
+    args = iter(extra)
+    for arg in args:
+        if arg == "--vars":
+            value = next(args, "")
+        elif arg.startswith("--vars="):
+            value = arg.removeprefix("--vars=")
+        else:
+            rest.append(arg)
+            continue
+        try:
+            given = yaml.safe_load(value) or {}
+        except yaml.YAMLError:
+            given = None
+        if not isinstance(given, dict):
+            raise TransformError(
+                f"dbt --vars {value!r} is not a mapping.", "Pass a YAML or JSON mapping, e.g. '{name: value}'."
+            )
+        merged.update(given)
+    return [*rest, "--vars", json.dumps(merged, sort_keys=True)]
+
+
 @dataclass
 class DbtOutcome:
     """What a dbt invocation did, for the run summary."""
@@ -70,7 +108,8 @@ class DbtOutcome:
 
 
 def invoke_dbt(settings: Settings, command: str, *extra: str) -> tuple[Any, float]:
-    """Run `dbt <command> <extra...>` (e.g. "build" or "source freshness") on the settings' target.
+    """Run `dbt <command> <extra...>` (e.g. "build" or "source freshness") on the settings' target, with the
+    settings' vars (`with_vars`).
 
     Returns dbt's own result and the seconds it took; dbt's log goes to `<data_dir>/dbt/logs/dbt.log`.
     """
@@ -90,7 +129,7 @@ def invoke_dbt(settings: Settings, command: str, *extra: str) -> tuple[Any, floa
         "--log-level-file", "info",
         *(["--log-format", "json"] if settings.log_format == "json" else []),
         *([] if sys.stdout.isatty() else ["--no-use-colors"]),
-        *extra,
+        *with_vars(settings, extra),
     ]  # fmt: skip
     started = time.perf_counter()
     result = dbtRunner().invoke(args)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import fcntl
 import io
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Iterator
 from functools import cache
@@ -267,8 +269,61 @@ def test_lake_bucket_is_private_versioned_and_expires_granular_files() -> None:
         assert granular and granular[0]["matches_prefix"] == "${var.granular_prefixes}", "granular files expire"
         assert any("days_since_noncurrent_time" in c and a["type"] == "Delete" for c, a in rules), "noncurrent"
     lake = MODULES / "lake_bucket"
-    assert default_of(lake, "granular_prefixes") == ["coincap/", "quarantine/"]
     assert default_of(lake, "granular_retention_days") == default_of(ENV, "granular_retention_days") == 365
+
+
+# Daily data, kept forever both locally and in the bucket: no lifecycle prefix may reach it.
+KEPT_FOREVER = ("coincap/asset_history/", "quarantine/asset_history/", "coincap/asset_history_skipped/")
+
+
+def lifecycle_prefix_problems(prefixes: list[str], local: tuple[str, ...]) -> list[str]:
+    """Why the bucket's granular lifecycle prefixes differ from the local retention's, or reach kept data."""
+    problems = []
+    if sorted(prefixes) != sorted(local):
+        problems.append(
+            f"lifecycle prefixes {sorted(prefixes)} != flows/maintenance.py GRANULAR_PREFIXES {sorted(local)}"
+        )
+    for prefix in prefixes:
+        for kept in KEPT_FOREVER:
+            if kept.startswith(prefix) or prefix.startswith(kept):
+                problems.append(f"lifecycle prefix {prefix!r} deletes {kept} (kept forever)")
+    return problems
+
+
+def test_lifecycle_deletes_exactly_what_local_retention_deletes() -> None:
+    """One list of granular prefixes: GCS's lifecycle rule and the local maintenance flow delete the same data."""
+    from flows.maintenance import GRANULAR_PREFIXES
+
+    lake = MODULES / "lake_bucket"
+    prefixes = default_of(lake, "granular_prefixes")
+    assert "granular_prefixes" not in module_blocks(ENV, "module")["lake_bucket"], "one list: the module's default"
+    assert lifecycle_prefix_problems(prefixes, GRANULAR_PREFIXES) == []
+    # The check fails on the old rule (`coincap/` covered the backfilled history) and on a drifted list.
+    assert any("coincap/asset_history/" in p for p in lifecycle_prefix_problems(["coincap/"], ("coincap/",)))
+    assert any("quarantine/asset_history/" in p for p in lifecycle_prefix_problems(["quarantine/"], ("quarantine/",)))
+    assert lifecycle_prefix_problems(prefixes[:-1], GRANULAR_PREFIXES)
+
+
+def test_granular_prefixes_validation_refuses_a_prefix_over_history(terraform: str, tmp_path: Path) -> None:
+    """A real `terraform plan` of the variable block as written: the default passes, `coincap/` is refused."""
+    text = (MODULES / "lake_bucket" / "variables.tf").read_text()
+    block = re.search(r'(?ms)^variable "granular_prefixes" \{.*?^\}\n', text)
+    assert block, "variable granular_prefixes not found"
+    (tmp_path / "main.tf").write_text(block.group(0))
+    init = subprocess.run([terraform, "init", "-backend=false", "-no-color"], cwd=tmp_path, capture_output=True,
+                          text=True, env=tf_env(), timeout=120)  # fmt: skip
+    assert init.returncode == 0, init.stdout + init.stderr
+
+    def plan(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([terraform, "plan", "-no-color", "-input=false", *args], cwd=tmp_path,
+                              capture_output=True, text=True, env=tf_env(), timeout=120)  # fmt: skip
+
+    assert plan().returncode == 0, "the default list passes"
+    for bad in ('["coincap/", "quarantine/"]', '["quarantine/"]', '["coincap/asset_history/interval=d1/"]',
+                '["coincap/assets"]'):  # fmt: skip
+        run = plan("-var", f"granular_prefixes={bad}")
+        message = " ".join((run.stdout + run.stderr).replace("│", " ").split())  # diagnostics wrap lines
+        assert run.returncode != 0 and "none may cover coincap/asset_history/" in message, bad
 
 
 def granted_roles(body: dict[str, Any], local_values: dict[str, Any]) -> set[str]:
@@ -319,6 +374,33 @@ def test_runtime_account_grants_are_exactly_what_the_pipeline_does() -> None:
     assert "staging" in iam_call["write_datasets"] and "raw" not in iam_call["write_datasets"]
 
 
+def test_prefect_api_key_is_a_secret_the_runtime_account_reads() -> None:
+    """The Prefect key reaches the jobs from Secret Manager (the pool's prefect_api_key_secret), never in plain text."""
+    calls = module_blocks(ENV, "module")
+    secret = calls["prefect_api_key_secret"]
+    assert secret["source"] == calls["secret"]["source"] == "../../modules/secret", "a secret without a value"
+    assert secret["secret_id"] == "${var.prefect_api_key_secret_id}"
+    assert default_of(ENV, "prefect_api_key_secret_id") == "prefect-api-key"
+    local_values = module_locals(ENV)
+    assert local_values["prefect_api_key_secret_id"] == "${one(module.prefect_api_key_secret[*].secret_id)}"
+    # The runtime account (what the jobs run as, so what Cloud Run resolves secrets as) may read both secrets.
+    assert calls["iam"]["secret_ids"] == "${local.runtime_secret_ids}"
+    secret_ids = local_values["runtime_secret_ids"]
+    assert "coincap_api_key = module.secret.secret_id" in secret_ids
+    assert "prefect_api_key = local.prefect_api_key_secret_id" in secret_ids
+    ((_, _, _, accessor),) = [
+        r for r in module_resources(MODULES / "iam") if r[1] == "google_secret_manager_secret_iam_member"
+    ]
+    assert accessor["for_each"] == "${var.secret_ids}" and accessor["secret_id"] == "${each.value}"
+    assert accessor["member"] == "${local.member}" and accessor["role"] == "roles/secretmanager.secretAccessor"
+    # The pool's template takes the same secret as its prefect_api_key_secret default.
+    assert calls["job_template"]["prefect_api_key_secret"] == "${local.prefect_api_key_secret_id}"
+    job_template = MODULES / "cloud_run_job_template"
+    defaults = module_locals(job_template)["defaults"]
+    assert "var.prefect_api_key_secret" in defaults["prefect_api_key_secret"]
+    assert default_of(job_template, "prefect_api_key_secret") is None  # only a caller that has a secret sets it
+
+
 def test_project_level_checks_catch_a_bad_grant() -> None:
     bad = parse_text('resource "google_project_iam_member" "x" {\n  role   = "roles/editor"\n  member = "m"\n}\n')
     (_, _, body) = next(resources(bad))
@@ -329,13 +411,9 @@ def test_datasets_and_external_tables() -> None:
     bq = MODULES / "bigquery"
     layers = module_locals(bq)["layers"]
     assert set(layers) == {"raw", "staging", "marts", "ops"}
-    assert "var.staging_table_expiration_days" in layers["staging"]["expiration"]  # views are rebuilt each run
-    assert layers["raw"]["expiration"] is None and layers["marts"]["expiration"] is None  # dbt sets partitions
     (dataset,) = [b for _, t, _, b in module_resources(bq) if t == "google_bigquery_dataset"]
     assert dataset["dataset_id"] == "${var.dataset_prefix}${each.key}" and dataset["location"] == "${var.location}"
     assert "var.labels" in dataset["labels"]
-    assert default_of(bq, "granular_partition_expiration_days") == 365
-    assert "granular_partition_expiration_days" in module_blocks(bq, "output")
 
     tables = [(p, n, b) for p, t, n, b in all_resources() if t == "google_bigquery_table"]
     assert tables
@@ -356,6 +434,74 @@ def test_datasets_and_external_tables() -> None:
         assert external["source_uris"] == [f"gs://${{var.bucket_name}}/coincap/{table_key}/*"], where
         assert hive["source_uri_prefix"] == f"gs://${{var.bucket_name}}/coincap/{table_key}/{partitions}", where
         assert table["schema"] == f'${{file("${{path.module}}/schemas/{table_key}.json")}}', f"{where}: explicit schema"
+
+
+def replaced_on_every_apply(body: dict[str, Any]) -> str | None:
+    """Why a hive-partitioned external table would be replaced on every apply after the first, if it would.
+
+    BigQuery returns the table's schema with the partition keys (`dt`, `interval`, `asset`) appended; with the
+    schema at top level the provider reads them as columns the configuration drops, which forces a replacement.
+    The provider's documented fixes: `ignore_auto_generated_schema = true`, or the schema inside
+    `external_data_configuration`.
+    """
+    external = body.get("external_data_configuration")
+    if not is_block(external) or "hive_partitioning_options" not in external[0]:
+        return None
+    if "schema" in body and body.get("ignore_auto_generated_schema") is not True:
+        return "top-level schema, no `ignore_auto_generated_schema = true`: the partition columns force a replacement"
+    if "schema" not in body and "schema" not in external[0]:
+        return "no schema at all"
+    return None
+
+
+def test_raw_external_tables_are_not_replaced_on_every_apply(google_schema: dict[str, Any]) -> None:
+    tables = [(p, n, b) for p, t, n, b in all_resources() if t == "google_bigquery_table"]
+    hive = [(p, n, b) for p, n, b in tables if "external_data_configuration" in b]
+    assert {n for _, n, _ in hive} == {"raw", "raw_history"}, "all six raw external tables (five by for_each)"
+    for path, name, table in hive:
+        assert replaced_on_every_apply(table) is None, f"{rel(path)}: google_bigquery_table.{name}: " + str(
+            replaced_on_every_apply(table)
+        )
+    # The argument exists in the provider version the lint checks (and that envs/prod pins).
+    table_struct = google_schema["structs"][google_schema["resource"]["google_bigquery_table"]["struct"]]
+    assert "ignore_auto_generated_schema" in table_struct["arguments"]
+    # The check catches the defect: the same table without the flag.
+    (_, _, raw) = next((p, n, b) for p, n, b in hive if n == "raw")
+    planted = {k: v for k, v in raw.items() if k != "ignore_auto_generated_schema"}
+    assert "force a replacement" in str(replaced_on_every_apply(planted))
+    assert "force a replacement" in str(replaced_on_every_apply({**raw, "ignore_auto_generated_schema": False}))
+
+
+def test_one_retention_drives_lake_staging_and_marts() -> None:
+    """granular_retention_days: the lake's lifecycle rule, staging's partition expiration, dbt's marts, the flows."""
+    bq, lake = MODULES / "bigquery", MODULES / "lake_bucket"
+    calls = module_blocks(ENV, "module")
+    assert calls["lake_bucket"]["granular_retention_days"] == "${var.granular_retention_days}"
+    assert calls["bigquery"]["granular_retention_days"] == "${var.granular_retention_days}"
+    assert "staging_table_expiration_days" not in module_blocks(ENV, "variable"), "no second staging setting"
+    assert default_of(bq, "granular_retention_days") == default_of(lake, "granular_retention_days") == 365
+
+    layers = module_locals(bq)["layers"]
+    (dataset,) = [b for _, t, _, b in module_resources(bq) if t == "google_bigquery_dataset"]
+    assert dataset["default_partition_expiration_ms"] == "${each.value.partition_expiration}"
+    assert "default_table_expiration_ms" not in dataset, "table expiration would drop whole incremental tables"
+    assert layers["staging"]["partition_expiration"] == "${var.granular_retention_days * local.ms_per_day}"
+    # Marts hold fct_asset_daily (kept forever): its snapshot-grain facts expire per model, through dbt.
+    assert all(layers[layer]["partition_expiration"] is None for layer in ("raw", "marts", "ops"))
+    outputs = module_blocks(bq, "output")
+    assert outputs["granular_partition_expiration_days"]["value"] == "${var.granular_retention_days}"
+    assert outputs["staging_partition_expiration_days"]["value"] == "${var.granular_retention_days}"
+
+    # The flows on Cloud Run (the maintenance flow, and dbt's marts through run_dbt) get the same number.
+    assert module_locals(ENV)["pipeline_env"]["PIPELINE_GRANULAR_RETENTION_DAYS"] == (
+        "${tostring(var.granular_retention_days)}"
+    )
+    # dbt gets it from the flows (flows/transform.py, tests/test_retention.py): no second variable for the marts;
+    # the env's granular_partition_expiration_days output stays, an alias of the one retention.
+    assert "granular_partition_expiration_days" not in module_blocks(ENV, "variable"), "no second marts setting"
+    alias = module_blocks(ENV, "output")["granular_partition_expiration_days"]
+    assert alias["value"] == "${module.bigquery.granular_partition_expiration_days}"
+    assert "precondition" not in alias
 
 
 def test_the_secret_has_no_value_in_terraform() -> None:
@@ -420,7 +566,9 @@ def test_no_real_project_ids_or_keys() -> None:
 # ----------------------------------------------------------------------------------------------- wiring
 
 
-REFERENCE = re.compile(r"(?<![\w.])(var|local|module)\.([a-zA-Z_][a-zA-Z0-9_-]*)(?:\.([a-zA-Z_][a-zA-Z0-9_]*))?")
+REFERENCE = re.compile(
+    r"(?<![\w.])(var|local|module)\.([a-zA-Z_][a-zA-Z0-9_-]*)(?:\[[^\]]*\])?(?:\.([a-zA-Z_][a-zA-Z0-9_]*))?"
+)
 
 
 @pytest.mark.parametrize("directory", module_dirs(), ids=lambda p: p.name)
@@ -486,11 +634,28 @@ def test_work_pool_is_cloud_run_v2_with_the_rendered_template() -> None:
     assert call["base_job_template"] == "${module.job_template.json}"
     template_call = module_blocks(ENV, "module")["job_template"]
     assert template_call["secret_env"] == {"COINCAP_API_KEY": "${module.secret.secret_id}"}
+    # The worker creates jobs in this project, whatever its ADC quota project is.
+    assert template_call["project_id"] == "${module.project_services.project_id}"
+    assert module_locals(MODULES / "cloud_run_job_template")["defaults"]["credentials"] == {
+        "project": "${var.project_id}"
+    }
     assert default_of(ENV, "job_cpu") == "1" and default_of(ENV, "job_memory") == "2Gi"
     assert default_of(ENV, "job_timeout_seconds") == 3600
 
 
-def test_job_template_module_renders_the_deployments_template(terraform: str, tmp_path: Path) -> None:
+JOB_TEMPLATE_INPUTS = {
+    "project_id": "example-project",
+    "prefect_api_key_secret": "prefect-api-key",
+    "image": "us-central1-docker.pkg.dev/example-project/coincap-pipeline/coincap-pipeline:abc123",
+    "region": "europe-west1",
+    "service_account_email": "coincap-pipeline@example-project.iam.gserviceaccount.com",
+    "env": {"PIPELINE_TARGET": "gcp", "GCS_BUCKET": "example-project-coincap-lake"},
+    "secret_env": {"COINCAP_API_KEY": "coincap-api-key"},
+}
+
+
+@pytest.fixture(scope="module")
+def rendered_job_template(terraform: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A real `terraform apply` of the provider-free module over deployments/cloud-run-v2-job-template.json."""
     template_file = ROOT / "deployments" / "cloud-run-v2-job-template.json"
     if not template_file.exists():
@@ -499,27 +664,28 @@ def test_job_template_module_renders_the_deployments_template(terraform: str, tm
     inputs = {
         "template_file": str(template_file),
         "template_vars": {name: f"placeholder-{name}" for name in placeholders},
-        "image": "us-central1-docker.pkg.dev/example-project/coincap-pipeline/coincap-pipeline:abc123",
-        "region": "europe-west1",
-        "service_account_email": "coincap-pipeline@example-project.iam.gserviceaccount.com",
-        "env": {"PIPELINE_TARGET": "gcp", "GCS_BUCKET": "example-project-coincap-lake"},
-        "secret_env": {"COINCAP_API_KEY": "coincap-api-key"},
+        **JOB_TEMPLATE_INPUTS,
     }
+    workdir = tmp_path_factory.mktemp("job-template")
     source = MODULES / "cloud_run_job_template"
-    (tmp_path / "main.tf.json").write_text(json.dumps({
+    (workdir / "main.tf.json").write_text(json.dumps({
         "module": {"t": {"source": str(source), **inputs}},
         "output": {name: {"value": f"${{module.t.{name}}}"} for name in ("json", "missing_variables")},
     }))  # fmt: skip
     for command in (["init", "-backend=false"], ["apply", "-auto-approve"]):
-        run = subprocess.run([terraform, *command, "-no-color"], cwd=tmp_path, capture_output=True, text=True,
+        run = subprocess.run([terraform, *command, "-no-color"], cwd=workdir, capture_output=True, text=True,
                              env=tf_env(), timeout=120)  # fmt: skip
         assert run.returncode == 0, f"terraform {command[0]}: {run.stdout}{run.stderr}"
-    out = subprocess.run([terraform, "output", "-json"], cwd=tmp_path, capture_output=True, text=True,
+    out = subprocess.run([terraform, "output", "-json"], cwd=workdir, capture_output=True, text=True,
                          env=tf_env(), timeout=60, check=True)  # fmt: skip
     outputs = json.loads(out.stdout)
     assert outputs["missing_variables"]["value"] == [], "the template lacks variables the module sets"
+    return {"inputs": inputs, "template": json.loads(outputs["json"]["value"])}
 
-    rendered = json.loads(outputs["json"]["value"])
+
+def test_job_template_module_renders_the_deployments_template(rendered_job_template: dict[str, Any]) -> None:
+    inputs, rendered = rendered_job_template["inputs"], rendered_job_template["template"]
+    template_file = ROOT / "deployments" / "cloud-run-v2-job-template.json"
     original = json.loads(template_file.read_text())
     assert rendered["job_configuration"] == original["job_configuration"], "the job body is the template's own"
     properties = rendered["variables"]["properties"]
@@ -529,12 +695,116 @@ def test_job_template_module_renders_the_deployments_template(terraform: str, tm
     assert (defaults["cpu"], defaults["memory"], defaults["timeout"]) == ("1", "2Gi", 3600)
     assert defaults["env"] == inputs["env"]
     assert defaults["env_from_secrets"] == {"COINCAP_API_KEY": {"secret": "coincap-api-key", "version": "latest"}}
+    assert defaults["credentials"] == {"project": "example-project"}
+    assert defaults["prefect_api_key_secret"] == {"secret": "prefect-api-key", "version": "latest"}
+    # The file's own default (a pool made from it by hand) is the secret Terraform creates by default.
+    file_default = original["variables"]["properties"]["prefect_api_key_secret"]["default"]
+    assert file_default == {"secret": default_of(ENV, "prefect_api_key_secret_id"), "version": "latest"}
     assert not [v for v in strings(rendered) if "placeholder-" in v and v not in strings(inputs)], "placeholders"
     body = json.dumps(rendered["job_configuration"])
-    for name in ("image", "region", "service_account_name", "cpu", "memory", "timeout", "env", "env_from_secrets"):
+    for name in ("image", "region", "service_account_name", "cpu", "memory", "timeout", "env", "env_from_secrets",
+                 "credentials", "prefect_api_key_secret"):  # fmt: skip
         assert "{{ " + name + " }}" in body, f"the job body never uses the {name} variable"
     # Prefect validates job variables against this schema: the defaults must pass it.
     jsonschema.validate(defaults, {**rendered["variables"], "required": []})
+
+
+def cloud_run_job(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
+    """(project, job body) that prefect-gcp's cloud-run-v2 worker builds from a pool template, no deployment
+    overrides, on a laptop whose ADC quota project is another project and whose PREFECT_API_KEY is set."""
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.settings import PREFECT_API_KEY, PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+    from prefect_gcp.workers.cloud_run_v2 import CloudRunWorkerJobV2Configuration
+
+    class LaptopCredentials(AnonymousCredentials):  # what `gcloud auth application-default login` leaves
+        quota_project_id = "laptop-quota-project"
+
+    monkeypatch.setattr(google.auth, "default", lambda *a, **k: (LaptopCredentials(), "laptop-quota-project"))
+    # An API URL nothing listens on: building the job body makes no API call (no block or variable references).
+    laptop = {PREFECT_API_URL: "http://127.0.0.1:9/api", PREFECT_API_KEY: "pnu_plain_text_key",
+              PREFECT_LOGGING_TO_API_ENABLED: False}  # fmt: skip
+    with temporary_settings(laptop):
+        config = asyncio.run(CloudRunWorkerJobV2Configuration.from_template_and_values(template, {}))
+        config.prepare_for_flow_run(FlowRun(id=uuid.uuid4(), name="a-run", flow_id=uuid.uuid4()))
+    return config.project, config.job_body
+
+
+def test_the_pool_s_jobs_run_in_its_project_and_read_the_prefect_key_from_secret_manager(
+    rendered_job_template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    template = rendered_job_template["template"]
+    project, body = cloud_run_job(template, monkeypatch)
+    assert project == "example-project", "the worker would create the jobs in its ADC quota project"
+    (container,) = body["template"]["template"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    secret_ref = {"secretKeyRef": {"secret": "prefect-api-key", "version": "latest"}}
+    assert env["PREFECT_API_KEY"] == {"name": "PREFECT_API_KEY", "valueSource": secret_ref}
+    assert "pnu_plain_text_key" not in json.dumps(body), "the Prefect API key is in the job's plain environment"
+
+    # The same pool without the two defaults is the defect: jobs land in the quota project, the key in plain text.
+    planted = json.loads(json.dumps(template))
+    for name in ("credentials", "prefect_api_key_secret"):
+        planted["variables"]["properties"][name].pop("default", None)
+    project, body = cloud_run_job(planted, monkeypatch)
+    assert project == "laptop-quota-project" and "pnu_plain_text_key" in json.dumps(body)
+
+
+# ------------------------------------------------------------------------------------------------- docs
+
+
+SNAKE_NAME = re.compile(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)+)(?: = [^`\n]*)?`")
+
+
+def readme_google_cloud_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("\n## Google Cloud\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def test_readme_google_cloud_names_only_terraform_names_that_exist() -> None:
+    """Every snake_case name the README's Google Cloud section puts in backticks is something that exists."""
+    import yaml
+
+    section = readme_google_cloud_section()
+    variables, outputs = set(module_blocks(ENV, "variable")), set(module_blocks(ENV, "output"))
+    template = json.loads((ROOT / "deployments" / "cloud-run-v2-job-template.json").read_text())
+    pool_variables = set(template["variables"]["properties"])
+    dbt_vars = set(yaml.safe_load((ROOT / "dbt" / "dbt_project.yml").read_text())["vars"])
+    models = {path.stem for path in (ROOT / "dbt" / "models").rglob("*.sql")}
+    datasets = {
+        f"{default_of(ENV, 'dataset_prefix')}{layer}" for layer in module_locals(MODULES / "bigquery")["layers"]
+    }
+    known = variables | outputs | pool_variables | dbt_vars | models | datasets
+    named = set(SNAKE_NAME.findall(section))
+    assert named - known == set(), f"README's Google Cloud section names what does not exist: {named - known}"
+    # What a new user must find there: the worker's identity and project, the Prefect key secret, retention.
+    for needed in ("worker_members", "prefect_api_key_secret", "prefect_api_key_secret_id", "granular_retention_days"):
+        assert needed in named, f"README's Google Cloud section does not explain {needed}"
+    for phrase in ("set-quota-project", "roles/run.developer", "roles/iam.serviceAccountUser"):
+        assert phrase in section, phrase
+    # The secrets whose values the section tells you to add are the ones Terraform creates, by their defaults.
+    added = set(re.findall(r"gcloud secrets versions add ([a-z0-9-]+)", section))
+    assert added == {default_of(ENV, "api_key_secret_id"), default_of(ENV, "prefect_api_key_secret_id")}
+    assert 'printf %s "$PREFECT_API_KEY" | gcloud secrets versions add prefect-api-key --data-file=-' in section
+    # The check catches a name that does not exist.
+    assert SNAKE_NAME.findall("set `staging_table_expiration_days = 30`") == ["staging_table_expiration_days"]
+    assert "staging_table_expiration_days" not in known
+
+
+def test_terraform_readme_lists_exactly_the_variables_and_outputs() -> None:
+    text = (TF / "README.md").read_text()
+    table = text.split("### Variables", 1)[1].split("\n## ", 1)[0]
+    listed = {name for row in table.splitlines() if row.startswith("| `") for name in
+              re.findall(r"`([a-z_]+)`", row.split("|")[1])}  # fmt: skip
+    assert listed == set(module_blocks(ENV, "variable")), (
+        f"terraform/README.md variables: missing {set(module_blocks(ENV, 'variable')) - listed}, "
+        f"unknown {listed - set(module_blocks(ENV, 'variable'))}"
+    )
+    outputs = text.split("### Outputs", 1)[1].split("###", 1)[0]
+    assert set(re.findall(r"`([a-z_]+)`", outputs)) == set(module_blocks(ENV, "output"))
 
 
 # ----------------------------------------------------------------------------------------- schema lint

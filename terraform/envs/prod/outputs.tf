@@ -46,8 +46,13 @@ output "external_tables" {
 }
 
 output "granular_partition_expiration_days" {
-  description = "Partition expiration of the granular snapshot facts, in days (dbt's partition_expiration_days)."
+  description = "Partition expiration of the granular snapshot facts, in days: granular_retention_days, which the flows pass to dbt (PIPELINE_GRANULAR_RETENTION_DAYS)."
   value       = module.bigquery.granular_partition_expiration_days
+}
+
+output "staging_partition_expiration_days" {
+  description = "Days after which each daily partition of the staging tables expires: the granular retention."
+  value       = module.bigquery.staging_partition_expiration_days
 }
 
 output "service_account_email" {
@@ -58,6 +63,11 @@ output "service_account_email" {
 output "api_key_secret_id" {
   description = "The Secret Manager secret holding the CoinCap API key (COINCAP_API_KEY_SECRET); add its value out of band."
   value       = module.secret.secret_id
+}
+
+output "prefect_api_key_secret_id" {
+  description = "The Secret Manager secret holding the flow runs' Prefect API key (null if switched off); add its value out of band."
+  value       = local.prefect_api_key_secret_id
 }
 
 output "artifact_registry_repository_url" {

@@ -58,6 +58,18 @@ variable "api_key_secret_id" {
   default     = "coincap-api-key"
 }
 
+variable "prefect_api_key_secret_id" {
+  type        = string
+  description = "Secret Manager secret that holds the Prefect API key the flow runs use (the work pool's prefect_api_key_secret); its value is set out of band. null creates no secret and lets the worker pass its own key in plain text (only for a self-hosted server without auth)."
+  default     = "prefect-api-key"
+  nullable    = true
+
+  validation {
+    condition     = var.prefect_api_key_secret_id == null ? true : can(regex("^[A-Za-z0-9_-]{1,255}$", var.prefect_api_key_secret_id))
+    error_message = "Secret ids use letters, digits, dashes and underscores (at most 255), or null for no secret."
+  }
+}
+
 variable "service_account_id" {
   type        = string
   description = "Id of the runtime service account the Cloud Run jobs run as."
@@ -90,23 +102,12 @@ variable "labels" {
 # -------------------------------------------------------------------------------------- retention
 variable "granular_retention_days" {
   type        = number
-  description = "Days the lake keeps snapshot files (coincap/ and quarantine/ objects) before deleting them."
+  description = "The one retention of granular data (PIPELINE_GRANULAR_RETENTION_DAYS in pipeline_env): the lake's snapshot, stream and quarantine files, staging's daily partitions in BigQuery, and the snapshot-grain marts (the flows pass it to dbt) go after it. Price history and daily aggregates are kept."
   default     = 365
 
   validation {
     condition     = var.granular_retention_days >= 31
     error_message = "granular_retention_days is at least 31: the daily marts' 30-day windows read that much granular data."
-  }
-}
-
-variable "granular_partition_expiration_days" {
-  type        = number
-  description = "Days BigQuery keeps each daily partition of the granular snapshot facts in marts (an output for dbt)."
-  default     = 365
-
-  validation {
-    condition     = var.granular_partition_expiration_days >= 31
-    error_message = "granular_partition_expiration_days is at least 31: the daily marts' 30-day windows read that much granular data."
   }
 }
 
@@ -141,13 +142,6 @@ variable "soft_delete_retention_days" {
     condition     = var.soft_delete_retention_days == 0 || (var.soft_delete_retention_days >= 7 && var.soft_delete_retention_days <= 90)
     error_message = "soft_delete_retention_days is 0 or between 7 and 90."
   }
-}
-
-variable "staging_table_expiration_days" {
-  type        = number
-  description = "Default lifetime of tables in the staging dataset, in days; null (the default) keeps them: on BigQuery staging holds incremental tables with the whole history."
-  default     = null
-  nullable    = true
 }
 
 # ------------------------------------------------------------------------------------- flow runs
@@ -185,7 +179,7 @@ variable "base_job_template_file" {
 
 variable "worker_members" {
   type        = list(string)
-  description = "IAM principals that run `prefect worker start --pool <work_pool_name>` (they may start Cloud Run jobs as the runtime account)."
+  description = "IAM principals that run `prefect worker start --pool <work_pool_name>`: the identity of the worker's Application Default Credentials (a user, or a VM's service account). They get roles/run.developer on project_id and may run jobs as the runtime account."
   default     = []
 }
 

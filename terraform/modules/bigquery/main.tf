@@ -1,22 +1,28 @@
 locals {
   ms_per_day = 86400000
 
+  # One retention setting (granular_retention_days) for every granular copy of the data: the lake's lifecycle
+  # rule deletes snapshot files after it, and here each daily partition of the staging tables (the snapshot
+  # datasets' incremental tables, partitioned by snapshot_date) expires after it. Staging's views (price
+  # history, stream, intermediate) are not partitioned, so they never expire; dbt replaces them on each build.
+  # Marts hold fct_asset_daily, kept forever: the snapshot-grain facts there expire per model, through dbt's
+  # partition_expiration_days, which the flows set from the same number (PIPELINE_GRANULAR_RETENTION_DAYS).
   layers = {
     raw = {
-      description = "Hive-partitioned external tables over the lake bucket, one per CoinCap dataset (managed by Terraform)."
-      expiration  = null
+      description          = "Hive-partitioned external tables over the lake bucket, one per CoinCap dataset (managed by Terraform)."
+      partition_expiration = null
     }
     staging = {
-      description = "dbt staging (incremental tables) and intermediate views: renamed, cast and deduplicated lake rows."
-      expiration  = var.staging_table_expiration_days == null ? null : var.staging_table_expiration_days * local.ms_per_day
+      description          = "dbt staging (incremental tables) and intermediate views: renamed, cast and deduplicated lake rows. Partitions expire after the granular retention."
+      partition_expiration = var.granular_retention_days * local.ms_per_day
     }
     marts = {
-      description = "dbt marts: partitioned, clustered facts and dimensions for Looker Studio and analysts."
-      expiration  = null
+      description          = "dbt marts: partitioned, clustered facts and dimensions for Looker Studio and analysts."
+      partition_expiration = null
     }
     ops = {
-      description = "Pipeline run metrics: one row per dataset per snapshot (rows, credits, durations)."
-      expiration  = null
+      description          = "Pipeline run metrics: one row per dataset per snapshot (rows, credits, durations)."
+      partition_expiration = null
     }
   }
 
@@ -32,13 +38,14 @@ resource "google_bigquery_dataset" "this" {
   #checkov:skip=CKV_GCP_81:Google-managed encryption; the data is public market data and a KMS key adds cost and an outage risk without protecting anything secret.
   for_each = local.layers
 
-  project                     = var.project_id
-  dataset_id                  = "${var.dataset_prefix}${each.key}"
-  location                    = var.location
-  description                 = each.value.description
-  default_table_expiration_ms = each.value.expiration
-  delete_contents_on_destroy  = var.delete_contents_on_destroy
-  labels                      = merge(var.labels, { layer = each.key })
+  project     = var.project_id
+  dataset_id  = "${var.dataset_prefix}${each.key}"
+  location    = var.location
+  description = each.value.description
+  # Applies to partitioned tables created after it is set: dbt creates staging's tables on their first build.
+  default_partition_expiration_ms = each.value.partition_expiration
+  delete_contents_on_destroy      = var.delete_contents_on_destroy
+  labels                          = merge(var.labels, { layer = each.key })
 }
 
 # External tables: the lake stays the source of truth, a replayed snapshot is one object (never a duplicate
@@ -57,8 +64,11 @@ resource "google_bigquery_table" "raw" {
   # See the CKV_GCP_121 note above: the data is in the bucket, protected by versioning.
   deletion_protection = false
 
-  # `dt` is not in the file schema: BigQuery adds it from the path ({dt:DATE} below).
-  schema = file("${path.module}/schemas/${each.key}.json")
+  # `dt` is not in the file schema: BigQuery adds it from the path ({dt:DATE} below) and returns it in the
+  # table's schema. Without ignore_auto_generated_schema the provider reads that column as one to drop, which
+  # forces a replacement of the table on every apply after the first (queries and dbt builds then fail).
+  schema                       = file("${path.module}/schemas/${each.key}.json")
+  ignore_auto_generated_schema = true
 
   external_data_configuration {
     autodetect    = false
@@ -89,7 +99,9 @@ resource "google_bigquery_table" "raw_history" {
 
   deletion_protection = false
 
-  schema = file("${path.module}/schemas/${local.history_table}.json")
+  # BigQuery adds `interval` and `asset` from the path; see the note on `dt` above.
+  schema                       = file("${path.module}/schemas/${local.history_table}.json")
+  ignore_auto_generated_schema = true
 
   external_data_configuration {
     autodetect           = false

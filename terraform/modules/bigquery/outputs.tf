@@ -12,6 +12,11 @@ output "external_tables" {
 }
 
 output "granular_partition_expiration_days" {
-  description = "Partition expiration for the granular snapshot facts in marts, in days (for dbt's partition_expiration_days)."
-  value       = var.granular_partition_expiration_days
+  description = "Partition expiration of the granular snapshot facts in marts, in days: the granular retention, which the flows pass to dbt."
+  value       = var.granular_retention_days
+}
+
+output "staging_partition_expiration_days" {
+  description = "Days after which each daily partition of the staging tables expires: the granular retention."
+  value       = var.granular_retention_days
 }

@@ -30,26 +30,14 @@ variable "labels" {
   default     = {}
 }
 
-variable "staging_table_expiration_days" {
+variable "granular_retention_days" {
   type        = number
-  description = "Default lifetime of tables in the staging dataset, in days; null (the default) keeps them: staging holds dbt's incremental tables with the whole history."
-  default     = null
-  nullable    = true
-
-  validation {
-    condition     = var.staging_table_expiration_days == null ? true : var.staging_table_expiration_days >= 1
-    error_message = "staging_table_expiration_days is at least 1 (BigQuery's minimum is one hour), or null."
-  }
-}
-
-variable "granular_partition_expiration_days" {
-  type        = number
-  description = "Days BigQuery keeps each daily partition of the granular snapshot facts in marts; dbt reads it from this module's output."
+  description = "Days granular data is kept (PIPELINE_GRANULAR_RETENTION_DAYS): each daily partition of the staging tables expires after it; the flows pass the same number to dbt for the snapshot-grain marts, and the lake bucket's lifecycle rule uses it too."
   default     = 365
 
   validation {
-    condition     = var.granular_partition_expiration_days >= 1 && floor(var.granular_partition_expiration_days) == var.granular_partition_expiration_days
-    error_message = "granular_partition_expiration_days is a whole number of days, at least 1."
+    condition     = var.granular_retention_days >= 31 && floor(var.granular_retention_days) == var.granular_retention_days
+    error_message = "granular_retention_days is a whole number of days, at least 31: the daily marts' 30-day windows read that much granular data."
   }
 }
 

@@ -14,6 +14,23 @@ variable "template_vars" {
   default     = {}
 }
 
+variable "project_id" {
+  type        = string
+  description = "The Google Cloud project the worker creates the Cloud Run jobs in (the default of the template's credentials.project), e.g. example-project."
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "A project id is 6-30 lowercase letters, digits and dashes, starting with a letter."
+  }
+}
+
+variable "prefect_api_key_secret" {
+  type        = string
+  description = "Secret Manager secret id whose latest version is the flow runs' PREFECT_API_KEY (the template's prefect_api_key_secret); null leaves the key to the worker, which passes it in plain text (only for a server without auth)."
+  default     = null
+  nullable    = true
+}
+
 variable "image" {
   type        = string
   description = "Default image of the flow runs, e.g. us-central1-docker.pkg.dev/example-project/coincap-pipeline/coincap-pipeline:latest."

@@ -1,5 +1,5 @@
 # The runtime identity of the Cloud Run jobs, granted only what the pipeline does: read and write objects in
-# one bucket, read raw and write the dbt and ops datasets, run query jobs, read one secret, pull one image,
+# one bucket, read raw and write the dbt and ops datasets, run query jobs, read its secrets, pull one image,
 # write logs. Every grant except the two that only exist at project level sits on the resource itself.
 resource "google_service_account" "runtime" {
   project      = var.project_id
@@ -53,9 +53,12 @@ resource "google_project_iam_member" "runtime" {
   member  = local.member
 }
 
+# Cloud Run resolves a job's secret references (COINCAP_API_KEY, PREFECT_API_KEY) as the job's own identity.
 resource "google_secret_manager_secret_iam_member" "runtime" {
+  for_each = var.secret_ids
+
   project   = var.project_id
-  secret_id = var.secret_id
+  secret_id = each.value
   role      = "roles/secretmanager.secretAccessor"
   member    = local.member
 }

@@ -31,9 +31,9 @@ variable "write_datasets" {
   default     = {}
 }
 
-variable "secret_id" {
-  type        = string
-  description = "The Secret Manager secret id whose value the pipeline reads (the CoinCap API key)."
+variable "secret_ids" {
+  type        = map(string)
+  description = "Secret Manager secret ids whose values the jobs read, by a fixed key, e.g. { coincap_api_key = \"coincap-api-key\", prefect_api_key = \"prefect-api-key\" }."
 }
 
 variable "repository_location" {

@@ -26,8 +26,29 @@ variable "labels" {
 
 variable "granular_prefixes" {
   type        = list(string)
-  description = "Object prefixes holding granular snapshot files (the lake and its quarantine), deleted after granular_retention_days."
-  default     = ["coincap/", "quarantine/"]
+  description = "Object prefixes holding granular, dt-partitioned files, deleted after granular_retention_days: the same list as GRANULAR_PREFIXES in flows/maintenance.py (the local retention). Price history (coincap/asset_history/) and its quarantine are daily data, kept forever, so no prefix may cover them."
+  default = [
+    "coincap/assets/",
+    "coincap/rates/",
+    "coincap/exchanges/",
+    "coincap/markets/",
+    "coincap/prices_stream/",
+    "coincap/prices_stream_gaps/",
+    "quarantine/assets/",
+    "quarantine/rates/",
+    "quarantine/exchanges/",
+    "quarantine/markets/",
+    "quarantine/prices_stream/",
+  ]
+
+  validation {
+    condition = length(var.granular_prefixes) > 0 && alltrue(flatten([
+      for p in var.granular_prefixes : [
+        for kept in ["coincap/asset_history/", "quarantine/asset_history/"] : endswith(p, "/") && !startswith(kept, p) && !startswith(p, kept)
+      ]
+    ]))
+    error_message = "granular_prefixes end with / and none may cover coincap/asset_history/ or quarantine/asset_history/ (history is kept forever)."
+  }
 }
 
 variable "granular_retention_days" {

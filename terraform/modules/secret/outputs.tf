@@ -1,5 +1,5 @@
 output "secret_id" {
-  description = "The secret id (COINCAP_API_KEY_SECRET), as Cloud Run's secret references take it."
+  description = "The secret id, as Cloud Run's secret references take it."
   value       = google_secret_manager_secret.api_key.secret_id
 }
 

@@ -5,7 +5,7 @@ variable "project_id" {
 
 variable "secret_id" {
   type        = string
-  description = "Id of the secret holding the CoinCap API key (COINCAP_API_KEY_SECRET)."
+  description = "Id of the secret, e.g. coincap-api-key (COINCAP_API_KEY_SECRET, the default) or prefect-api-key."
   default     = "coincap-api-key"
 
   validation {
