@@ -16,6 +16,7 @@ import math
 import random
 import re
 import secrets
+import signal
 import statistics
 import tempfile
 import threading
@@ -403,9 +404,14 @@ def stream_prices(
             stop.wait(max(0.0, min(left, next_flush - time.monotonic(), _STOP_POLL_S)))
             flush()
 
+    def terminated() -> None:  # runs in the signal handler: no I/O, no logging, only ask the loop to stop
+        summary.stopped_by = summary.stopped_by or "SIGTERM"
+        stop.set()
+
     gap: Gap | None = None
     failures = 0  # consecutive attempts that delivered nothing
     logger.info("streaming %s every %.1f s from %s", ",".join(chosen), batch_seconds, shown)
+    restore_sigterm = _stop_on_sigterm(terminated)  # until the last batch is out, SIGTERM only asks to stop
     try:
         with _redacted_websockets_log(key) as ws_log:
             while not stopping():
@@ -456,12 +462,16 @@ def stream_prices(
                 logger.warning("price stream: %s; reconnecting in %.2f s", reason, delay)
                 wait(delay)
     finally:
+        if summary.stopped_by == "SIGTERM":
+            logger.warning("SIGTERM: stopped reading; publishing the last batch before exiting")
         try:
             flush(force=True)
             if gap is not None:  # stopped while disconnected: the gap is still open
                 lake.write_gap(gap)
         except PipelineError:
             logger.exception("could not publish the last batch")
+        finally:
+            restore_sigterm()
         summary.seconds = time.monotonic() - started
         summary.files, summary.batches = lake.files, lake.batches
     logger.info(summary.line())
@@ -556,6 +566,26 @@ class _RedactKey(logging.Filter):
         if self.key in message:
             record.msg, record.args = message.replace(self.key, "***"), None
         return True
+
+
+def _stop_on_sigterm(on_signal: Callable[[], None]) -> Callable[[], None]:
+    """Make SIGTERM call `on_signal` (which asks the stream to stop) instead of ending the process.
+
+    Cloud Run sends SIGTERM when a job is cancelled or reaches its timeout, and SIGKILL about 10 s later.
+    Prefect's own handler raises wherever the flow happens to be (a receive, a publish) and ends the run
+    Crashed; with this one the loop notices within `_STOP_POLL_S`, closes the connection, publishes the
+    pending batch (and an open gap), logs the summary and returns it: the flow run ends Completed and the
+    process exits 0. Returns the function that puts the previous handler (Prefect's, in a flow run) back.
+    Signals are only handled in the main thread: a stream in another thread leaves them alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: on_signal())
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    return restore
 
 
 @contextmanager

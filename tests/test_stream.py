@@ -8,10 +8,15 @@ copies of that lake, the dbt marts over it, freshness, bad keys and the Prefect 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -22,9 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import hcl2
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
+from hcl2 import SerializationOptions
 
 from flows.errors import AuthError, StorageError
 from flows.lake import compaction
@@ -48,6 +56,7 @@ from tests.lake_fixtures import asset, num, write_snapshot
 
 KEY = "stream-test-key-5f2c"  # distinctive, so a leak into logs or files is easy to find
 TICK_DIR = Path("coincap") / DATASET
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def rows_under(lake: Path, relative: Path | str) -> list[dict[str, Any]]:
@@ -421,3 +430,248 @@ def test_stream_flow_runs_under_prefect_and_refuses_bad_parameters(prefect_api: 
             use_settings(None)
     assert summary.stopped_by == "max_seconds" and summary.ticks > 10 and summary.credits == 1
     assert len(rows_under(settings.lake_dir, TICK_DIR)) == summary.ticks
+
+
+# ---------------------------------------------------------------------------------------------- the hourly job's end
+
+# What has to fit in each hour besides `max_minutes` of streaming (docs/decisions.md, "The hourly stream stops at
+# 57 minutes"). Cloud Run's clock starts when the job's task starts; the next hourly run is scheduled on the hour,
+# and with CANCEL_NEW it is cancelled if this one is not finished by the time the worker submits it.
+WORKER_PICKUP_S = 20  # schedule only: the worker's poll (PREFECT_WORKER_QUERY_SECONDS, 10 s) + creating the job
+START_UP_S = 90  # image pull and container start on a cold instance + process start to the first tick (~7 s here)
+FINISH_S = 30  # the final flush and Prefect's end: state, result to GCS, exit (~1.5 s here)
+PREFECT_BIN = Path(sys.executable).parent / "prefect"
+EXECUTE = [str(PREFECT_BIN), "flow-run", "execute"]  # the Cloud Run worker's default command (a supervisor)
+ENGINE = [sys.executable, "-m", "prefect.engine"]  # the engine process the supervisor starts, which runs the flow
+HCL_OPTIONS = SerializationOptions(with_comments=False, strip_string_quotes=True)
+
+
+def stream_deployment() -> dict[str, Any]:
+    document = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    (deployment,) = [d for d in document["deployments"] if d["entrypoint"] == "flows.stream:stream_flow"]
+    return deployment
+
+
+def job_timeouts_s(deployment: dict[str, Any]) -> dict[str, int]:
+    """Each place the stream job's timeout can come from; the smallest is the one to plan for."""
+    job_variables = deployment["work_pool"].get("job_variables") or {}
+    if "timeout" in job_variables:  # a deployment's job variable overrides the work pool's default
+        return {"prefect.yaml job_variables": int(job_variables["timeout"])}
+    template = json.loads((ROOT / "deployments" / "cloud-run-v2-job-template.json").read_text())
+    found = {"cloud-run-v2-job-template.json": int(template["variables"]["properties"]["timeout"]["default"])}
+
+    # Terraform sets the pool's default from var.job_timeout_seconds (envs/prod), passed to the module's variable.
+    def hcl(name: str) -> dict[str, Any]:
+        text = (ROOT / "terraform" / "envs" / "prod" / name).read_text()
+        return hcl2.loads(text, serialization_options=HCL_OPTIONS)
+
+    variables = hcl("variables.tf")["variable"]
+    (tf_default,) = [v["job_timeout_seconds"]["default"] for v in variables if "job_timeout_seconds" in v]
+    found["terraform var.job_timeout_seconds"] = int(tf_default)
+    example = hcl("terraform.tfvars.example")
+    if "job_timeout_seconds" in example:
+        found["terraform.tfvars.example"] = int(example["job_timeout_seconds"])
+    return found
+
+
+def schedule_period_s(deployment: dict[str, Any]) -> float | None:
+    """The shortest time between two scheduled starts of the deployment (None: not scheduled)."""
+    from prefect.server.schemas.schedules import CronSchedule
+
+    periods: list[float] = []
+    for schedule in deployment.get("schedules") or []:
+        assert set(schedule) & {"cron", "interval"}, f"unexpected schedule {schedule}: teach this test to read it"
+        if "interval" in schedule:
+            periods.append(float(schedule["interval"]))
+            continue
+        cron = CronSchedule(cron=schedule["cron"], timezone=schedule.get("timezone", "UTC"))
+        starts = asyncio.run(cron.get_dates(n=24 * 8, start=datetime(2026, 1, 5, tzinfo=UTC)))  # 8 days hourly
+        periods.append(min((b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)))
+    return min(periods, default=None)
+
+
+def test_the_hourly_stream_ends_before_the_job_timeout_and_the_next_run_with_a_margin() -> None:
+    deployment = stream_deployment()
+    max_minutes = deployment["parameters"].get("max_minutes")
+    assert max_minutes is not None, "a stream without max_minutes runs into the job timeout every time"
+    streaming_s = float(max_minutes) * 60
+    timeouts = job_timeouts_s(deployment)
+    timeout_s = min(timeouts.values())
+    assert streaming_s + START_UP_S + FINISH_S <= timeout_s, (
+        f"max_minutes={max_minutes} leaves {timeout_s - streaming_s:.0f} s of the {timeout_s}-s job timeout "
+        f"({timeouts}) for start-up and the final flush; they need {START_UP_S + FINISH_S} s"
+    )
+    period_s = schedule_period_s(deployment)
+    if period_s is not None:
+        needed = streaming_s + WORKER_PICKUP_S + START_UP_S + FINISH_S
+        assert needed <= period_s, f"a run ends {needed - period_s:.0f} s after the next one is due"
+
+
+@dataclass
+class StreamJob:
+    """One stream flow run in its own process, timed with the wall clock (s since the epoch)."""
+
+    returncode: int
+    started: float  # just before the process was started
+    first_tick: float  # when the stand-in sent its first frame
+    stopped: float  # SIGTERM sent (nan when the stream ran to max_minutes)
+    exited: float
+    files_before_stop: int  # tick files published before the stop
+    last_publish: float  # mtime of the newest tick file
+    frames: list[Frame]  # all the stand-in sent
+    state: Any  # the flow run's final state in the Prefect API
+    output: str
+
+    @property
+    def start_up_s(self) -> float:
+        return self.first_tick - self.started
+
+
+def run_stream_job(
+    command: list[str],
+    server: StubPriceStream,
+    work: Path,
+    parameters: dict[str, Any],
+    *,
+    sigterm_after_frames: int | None = None,
+) -> StreamJob:
+    """Run the `stream` flow as a deployment's flow run, in a new process started by `command`.
+
+    The process gets what the Cloud Run worker gives a job: PREFECT__FLOW_RUN_ID and the API URL; the deployment
+    loads `flows.stream:stream_flow` after a set_working_directory pull step, as prefect.yaml's do.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("stream")
+        deployment_id = client.create_deployment(
+            flow_id=flow_id,
+            name="stream-job-test",
+            entrypoint="flows.stream:stream_flow",
+            path=str(ROOT),
+            pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}],
+        )
+        flow_run = client.create_flow_run_from_deployment(
+            deployment_id, parameters={**parameters, "ws_url": server.url}
+        )
+    data_dir = work / "data"
+    lake_ticks = data_dir / "lake" / TICK_DIR
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COINCAP_", "PIPELINE_"))}
+    env.update(
+        PREFECT_API_URL=str(PREFECT_API_URL.value()),
+        PREFECT__FLOW_RUN_ID=str(flow_run.id),
+        PIPELINE_TARGET="local",
+        PIPELINE_DATA_DIR=str(data_dir),
+        COINCAP_API_KEY=KEY,
+        COINCAP_BACKOFF_BASE="0.01",
+        COINCAP_BACKOFF_MAX="0.05",
+    )
+
+    def tick_files() -> list[Path]:
+        return [p for p in lake_ticks.glob("dt=*/*.parquet") if not p.parent.name.startswith("dt=1970")]
+
+    log = work / "job.log"
+    with log.open("w") as out:
+        started = time.time()
+        proc = subprocess.Popen(command, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            wanted = sigterm_after_frames or 1
+            while len(server.frames) < wanted and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert server.frames, f"the stream never connected:\n{log.read_text()[-3000:]}"
+            first_tick = server.frames[0].server_time.timestamp()
+            if sigterm_after_frames is not None:
+                files_before_stop = len(tick_files())
+                proc.send_signal(signal.SIGTERM)
+                stopped = time.time()
+            else:
+                stopped, files_before_stop = math.nan, -1
+            proc.wait(timeout=10 if sigterm_after_frames is not None else 120)  # Cloud Run: SIGKILL after ~10 s
+        finally:
+            exited = time.time()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run.id).state
+    files = tick_files()
+    return StreamJob(
+        returncode=proc.returncode,
+        started=started,
+        first_tick=first_tick,
+        stopped=stopped,
+        exited=exited,
+        files_before_stop=files_before_stop,
+        last_publish=max((p.stat().st_mtime for p in files), default=math.nan),
+        frames=list(server.frames),
+        state=state,
+        output=log.read_text(),
+    )
+
+
+def test_sigterm_publishes_the_pending_batch_and_the_run_ends_completed(prefect_api: str, tmp_path: Path) -> None:
+    """Cloud Run's SIGTERM (a cancelled job, or its timeout; SIGKILL follows ~10 s later) to the flow's process.
+
+    The batch interval is far longer than the run, so every tick is still pending in memory when the signal
+    comes: all that reaches the lake is what the SIGTERM path publishes.
+    """
+    with StubPriceStream(api_keys={KEY}, interval_s=0.02, seed=11) as server:
+        job = run_stream_job(
+            ENGINE,
+            server,
+            tmp_path,
+            {"assets": ["bitcoin", "ethereum", "solana"], "batch_seconds": 300.0, "max_minutes": 10.0},
+            sigterm_after_frames=60,
+        )
+    print(
+        f"SIGTERM: process start -> first tick {job.start_up_s:.2f} s; signal -> last batch published "
+        f"{job.last_publish - job.stopped:.2f} s; signal -> exit {job.exited - job.stopped:.2f} s"
+    )
+    assert job.returncode == 0, job.output[-3000:]
+    assert job.exited - job.stopped < 5, "Cloud Run kills the job 10 s after SIGTERM"
+    assert job.state.is_completed(), (job.state, job.output[-3000:])
+    assert "stopped by SIGTERM" in job.output
+    assert job.files_before_stop == 0, "a batch was published before the signal: the test proves nothing"
+
+    rows = rows_under(tmp_path / "data" / "lake", TICK_DIR)
+    (connection_id,) = {r["connection_id"] for r in rows}
+    landed = {tick_key(r): r["price_usd"] for r in rows}
+    assert len(landed) == len(rows), "a tick landed twice"
+    # What landed is exactly the frames sent up to some point, with nothing missing before it: the ticks
+    # received before the signal, and at most the few that arrived while the loop noticed it.
+    messages = len({key[1] for key in landed})
+    expected = {
+        (connection_id, frame.seq, asset_id): Decimal(price)
+        for frame in job.frames[:messages]
+        for asset_id, price in frame.payload.items()
+    }
+    assert landed == expected
+    sent_before_signal = sum(frame.server_time.timestamp() <= job.stopped - 0.05 for frame in job.frames)
+    assert messages >= 60 and messages >= sent_before_signal > 0, (messages, sent_before_signal)
+
+
+def test_the_stream_job_starts_and_finishes_within_the_budgeted_margin(prefect_api: str, tmp_path: Path) -> None:
+    """Times the process the Cloud Run worker starts today (`prefect flow-run execute`) around a short stream.
+
+    These are the parts of START_UP_S and FINISH_S that can be measured here (no image pull, no cold instance,
+    a local lake and Prefect server); docs/decisions.md quotes them.
+    """
+    max_minutes = 0.05
+    with StubPriceStream(api_keys={KEY}, interval_s=0.05, seed=13) as server:
+        job = run_stream_job(
+            EXECUTE,
+            server,
+            tmp_path,
+            {"assets": ["bitcoin", "ethereum"], "batch_seconds": 2.0, "max_minutes": max_minutes},
+        )
+    # The stream's clock starts just before it connects, a few ms before the first tick: `finish` errs high.
+    overhead = job.exited - job.started - max_minutes * 60
+    print(
+        f"max_minutes: process start -> first tick {job.start_up_s:.2f} s; wall time beyond max_minutes "
+        f"{overhead:.2f} s, of which after the stream's end {overhead - job.start_up_s:.2f} s"
+    )
+    assert job.returncode == 0 and job.state.is_completed(), job.output[-3000:]
+    assert "stopped by max_seconds" in job.output
+    assert job.start_up_s < START_UP_S and overhead - job.start_up_s < FINISH_S
