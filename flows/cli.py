@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import importlib
 import json
 import logging
 import os
@@ -106,6 +107,7 @@ def run(
     unknown = sorted(set(chosen) - set(DATASET_NAMES))
     if unknown:
         raise ConfigError(f"Unknown dataset {', '.join(unknown)}.", f"Choose from {', '.join(DATASET_NAMES)}.")
+    _check_snapshot_id(snapshot_id)
     settings = load_settings(data_dir=data_dir, target=target, api_base_url=base_url)
     with _demo_api(settings) as effective:
         use_settings(effective)
@@ -113,6 +115,14 @@ def run(
 
         summary = snapshot_flow(snapshot_id=snapshot_id, datasets=chosen, transform=transform)
     _print_summary(summary)
+
+
+def _check_snapshot_id(snapshot_id: str | None) -> None:
+    """A real UTC time, not in the future, or one line and exit 2: before Prefect starts (the flow checks it too)."""
+    if snapshot_id is not None:
+        from flows.snapshot_id import Snapshot
+
+        Snapshot.parse(snapshot_id)
 
 
 def _print_summary(summary: Any) -> None:
@@ -217,7 +227,11 @@ def quality(
     from flows.errors import DataQualityError
     from flows.quality import run_checks
 
+    _check_snapshot_id(snapshot_id)
     settings = load_settings(data_dir=data_dir, target=target)
+    if settings.target is Target.local and not settings.duckdb_path.exists():
+        # Checked here, not in run_checks: the watchdog flow reports an empty data dir as stale instead.
+        raise ConfigError(f"No warehouse yet at {settings.duckdb_path}.", "Run `coincap-pipeline run` first.")
     chosen = set(categories) if categories else None
     report = run_checks(settings, snapshot_id=snapshot_id, categories=chosen, store=store)
     where = f"snapshot {report.snapshot_id}" if report.snapshot_id else "each dataset's latest snapshot"
@@ -643,6 +657,35 @@ def dashboard(
         serve_site(site, port=port, announce=lambda line: out.print(line, highlight=False), open_browser=open_browser)
 
 
+def _click_classes(name: str) -> tuple[type[Exception], ...]:
+    """`name` from the click that typer runs on (typer bundles its own as `typer._click`) and from click itself."""
+    found: list[type[Exception]] = []
+    for module in ("typer._click.exceptions", "typer.exceptions", "click.exceptions"):
+        with contextlib.suppress(ImportError):
+            cls = getattr(importlib.import_module(module), name, None)
+            if isinstance(cls, type) and issubclass(cls, BaseException) and cls not in found:
+                found.append(cls)
+    return tuple(found)
+
+
+_CLICK_ERRORS = _click_classes("ClickException")  # usage errors (UsageError, NoSuchOption, BadParameter...)
+_CLICK_EXITS = _click_classes("Exit")
+
+
+def _show_usage_error(exc: Any) -> None:
+    """What click shows in standalone mode: usage, a hint and the error (a bare command: the help, printed already
+    by typer's rich help when there is one)."""
+    message = exc.format_message().strip()
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        if message:
+            exc.show()
+        return
+    if _json_logs():  # the error as a log entry, so every stderr line stays JSON
+        logging.getLogger("flows.cli").error("error: %s", message, extra={"exit_code": exc.exit_code})
+    else:
+        exc.show()
+
+
 def main() -> None:
     """Console-script entry point: one line per failure, with what to do, and a non-zero exit code."""
     # Prefect's local server phones home by default; offline that only prints an error. Users can override.
@@ -652,7 +695,8 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     _setup_logging()
     try:
-        app(prog_name="coincap-pipeline", standalone_mode=False)
+        # Not standalone, so that our errors get one line; click's own failures are shown below instead.
+        returned = app(prog_name="coincap-pipeline", standalone_mode=False)
     except PipelineError as exc:
         if _json_logs():  # the error line as a log entry, so every stderr line stays JSON
             logging.getLogger("flows.cli").error("error: %s", exc, extra={"exit_code": exc.exit_code})
@@ -664,15 +708,14 @@ def main() -> None:
     except typer.Abort:
         err.print("aborted")
         raise SystemExit(130) from None
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        if isinstance(exc, click.exceptions.Exit):
-            raise SystemExit(exc.exit_code) from None
-        raise
+    except _CLICK_ERRORS as exc:  # usage errors: click's short usage message, exit 2
+        _show_usage_error(exc)
+        raise SystemExit(exc.exit_code) from None
+    except _CLICK_EXITS as exc:
+        raise SystemExit(exc.exit_code) from None
+    # Not standalone, click returns the code of a `ctx.exit(code)` (--help: 0; Ctrl-C: 130) instead of exiting.
+    if isinstance(returned, int) and returned:
+        raise SystemExit(returned)
 
 
 if __name__ == "__main__":

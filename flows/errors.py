@@ -54,3 +54,10 @@ class SqlCheckError(PipelineError):
     """Google's SQL analyzer rejected a statement BigQuery would run (`coincap-pipeline check-sql`)."""
 
     exit_code = 7
+
+
+class SnapshotIdError(ConfigError, ValueError):
+    """A snapshot id that is not a real, past UTC time (`--snapshot-id`, a deployment's parameter).
+
+    Also a ValueError, so callers that validated ids with `Snapshot.parse` keep catching it.
+    """

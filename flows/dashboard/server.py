@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
+from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,8 +32,42 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+LOCAL_HOSTNAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def host_allowed(host: str | None, port: int) -> bool:
+    """Whether a request's Host header names this machine's loopback (with `port` or no port).
+
+    A page on another site can make the browser send its requests here under its own name (DNS rebinding), and
+    then read the answers as its own: only our own names are answered.
+    """
+    if not host:
+        return False
+    name, sep, given_port = host.strip().lower().rpartition(":")
+    if not sep or name.endswith(":") or not name:  # no port, or an unbracketed IPv6 address
+        name, given_port = host.strip().lower(), ""
+    return name in LOCAL_HOSTNAMES and given_port in ("", str(port))
+
+
 class _Handler(SimpleHTTPRequestHandler):
     server: DashboardServer
+
+    def parse_request(self) -> bool:
+        """Refuse requests addressed to another host name (421) before any method handles them."""
+        if not super().parse_request():
+            return False
+        if host_allowed(self.headers.get("Host"), self.server.port):
+            return True
+        body = b"Misdirected request: this dashboard answers only to 127.0.0.1, localhost or [::1].\n"
+        self.close_connection = True
+        self.send_response(HTTPStatus.MISDIRECTED_REQUEST)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        return False
 
     def end_headers(self) -> None:
         self.send_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
