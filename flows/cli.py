@@ -404,7 +404,7 @@ def plan_credits(
     settings (COINCAP_ASSETS_LIMIT, COINCAP_MARKETS_EXCHANGES, COINCAP_MARKETS_QUOTES) in your environment or a
     deployment's job env cut the bill.
     """
-    from flows.credit_plan import PLANS, measured_from_runs, plan, smallest_plan
+    from flows.credit_plan import PLANS, measured_from_runs, measured_runs_sql, plan, smallest_plan
     from flows.warehouse.factory import warehouse
 
     settings = load_settings(data_dir=data_dir, target=target)
@@ -414,10 +414,7 @@ def plan_credits(
         )
     measured: dict[str, float] = {}
     with contextlib.suppress(PipelineError):
-        _, rows = warehouse(settings).query(
-            "select step, sum(served), sum(bytes) from ops.pipeline_runs where status = 'completed' "
-            "and step in ('assets', 'rates', 'exchanges', 'markets') group by step"
-        )
+        _, rows = warehouse(settings).query(measured_runs_sql(settings))
         measured = measured_from_runs(rows)
     costs = plan(prefect_file, settings, measured)
     table = Table(title=f"CoinCap credits per month, {prefect_file}", title_justify="left")

@@ -164,6 +164,16 @@ def smallest_plan(total: float) -> str | None:
     return next((name for name, credits in PLANS.items() if total <= credits), None)
 
 
+def measured_runs_sql(settings: Settings) -> str:
+    """The query that reads bytes per record from the completed runs in the ops table, for the settings' target."""
+    from flows.quality import Dialect
+
+    return (
+        f"select step, sum(served), sum(bytes) from {Dialect(settings).table('ops', 'pipeline_runs')}"
+        " where status = 'completed' and step in ('assets', 'rates', 'exchanges', 'markets') group by step"
+    )
+
+
 def measured_from_runs(rows: Iterable[tuple[str, int, int]]) -> dict[str, float]:
     """Bytes per record by dataset from run-metrics rows (dataset, served records, bytes)."""
     return {dataset: bytes_ / served for dataset, served, bytes_ in rows if served}

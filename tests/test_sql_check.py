@@ -89,7 +89,7 @@ def test_the_dump_holds_every_statement_as_analyzed_in_order(checked) -> None:
     order = (dump / "order.txt").read_text().split()
     assert len(order) == sum(report.counts.values()) == len(set(order))
     assert {p.split("/")[0] for p in order} == {k for k, n in report.counts.items() if n}
-    first = (dump / "model" / "int_asset_snapshots_daily.sql").read_text()
+    first = (dump / "model" / "int_asset_snapshots_daily.sql").read_text().strip()
     assert first.startswith(f"create or replace view `{PROJECT}`.`coincap_staging`.`int_asset_snapshots_daily`")
     assert "cast(null as timestamp) as first_snapshot_ts" in first
     assert not re.search(r"\bas bigint\b", first, re.I)  # the INT64 alias, rewritten as analyzed
@@ -404,3 +404,61 @@ def _duckdb_table(ddl: str) -> tuple[str, list[tuple[str, Any]]]:
         else:
             columns.append((column, _simple(types[kind])))
     return name, columns
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (["example-project", "coincap_marts", "t"], ("example-project", "coincap_marts", "t")),
+        (["example-project.coincap_marts.t"], ("example-project", "coincap_marts", "t")),
+        (["coincap_marts.t"], (PROJECT, "coincap_marts", "t")),
+        (["coincap_marts", "t"], (PROJECT, "coincap_marts", "t")),
+        (["t"], (PROJECT, "coincap_marts", "t")),
+        (["example.com:proj-1", "coincap_marts", "t"], ("example.com:proj-1", "coincap_marts", "t")),
+        (["example.com:proj-1.coincap_marts.t"], ("example.com:proj-1", "coincap_marts", "t")),
+    ],
+)
+def test_created_tables_land_where_bigquery_puts_them(path: list[str], expected: tuple[str, str, str]) -> None:
+    from flows.bigquery_sql.analyzer import _table_path
+
+    assert _table_path(path, Catalog(PROJECT, default_dataset="coincap_marts")) == expected
+
+
+def test_an_incremental_run_that_retypes_a_column_is_caught(analyzer_catalog: Catalog) -> None:
+    """dbt's on_schema_change='fail' (and the partition copy jobs) refuse a temporary table whose columns differ
+    from the model's table: the stubbed connection cannot see that, the analyzer's types can."""
+    table = "create or replace table `example-project`.`coincap_marts`"
+    first = f"{table}.`fct_x` as select cast(1.5 as bignumeric) as r"
+    later = f"{table}.`fct_x__dbt_tmp123` as select 1.5 as r"  # FLOAT64 now
+    same = f"{table}.`fct_x__dbt_tmp456` as select cast(2 as bignumeric) as r"
+    statements = [Statement("model", "fct_x", first), Statement("model-incremental", "fct_x", later),
+                  Statement("model-incremental", "fct_x", same)]  # fmt: skip
+    _, problems, _, _ = analyze(statements, _with_view(analyzer_catalog))
+    assert [p.line() for p in problems] == [
+        "fct_x (model-incremental): the incremental run retypes r of fct_x (its first build's columns)"
+    ]
+
+
+def test_readme_examples_follow_the_dataset_prefix(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text('PIPELINE_TARGET=gcp coincap-pipeline sql "select * from coincap_marts.t join coincap_ops.r"\n')
+    prefixed = offline_settings(Settings(_env_file=None, GCP_PROJECT_ID=PROJECT, BQ_DATASET_PREFIX="cc_"))  # type: ignore[call-arg]
+    assert readme_statements(readme, settings=prefixed) == {"example_1": "select * from cc_marts.t join cc_ops.r"}
+
+
+def test_the_dump_folder_is_checked_before_the_work_and_an_old_dump_is_replaced(tmp_path: Path) -> None:
+    from flows.bigquery_sql.check import dump, prepare_dump
+    from flows.errors import ConfigError
+
+    folder = tmp_path / "dump"
+    dump([Statement("model", "a", "select 1"), Statement("model", "a", "select 2")], folder)
+    assert (folder / "order.txt").read_text() == "model/a.sql\nmodel/a.2.sql\n"
+    prepare_dump(folder)  # an earlier dump: its files go, so no stale statement stays beside new ones
+    assert list(folder.iterdir()) == []
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty and holds no earlier check-sql dump"):
+        prepare_dump(folder)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="Cannot write the dump"):
+        prepare_dump(blocker / "sub")

@@ -183,7 +183,10 @@ class SqlAnalyzer:
         # BigQuery is ZetaSQL's external product mode: no INT32, UINT or PROTO types, and so on.
         self.language.product_mode = public_options_pb2.PRODUCT_EXTERNAL
         del self.language.supported_statement_kinds[:]  # empty: every kind (CREATE, DROP, DML, ...)
-        self.options = options_pb2.AnalyzerOptionsProto(default_timezone="UTC")
+        # one line with the position, `... [at 12:5]`, as BigQuery reports it
+        self.options = options_pb2.AnalyzerOptionsProto(
+            default_timezone="UTC", error_message_mode=public_options_pb2.ERROR_MESSAGE_ONE_LINE
+        )
         self.options.language_options.CopyFrom(self.language)
         self._registered: tuple[int, int] | None = None  # (catalog version, registered id)
 
@@ -251,9 +254,12 @@ def _created(statement: Any) -> tuple[list[str], list[tuple[str, Any]]] | None:
 
 
 def _table_path(path: list[str], catalog: Catalog) -> tuple[str, str, str]:
-    parts = [p for part in path for p in part.split(".")]  # `project.dataset.table` is one identifier
-    if len(parts) == 3:
-        return parts[0], parts[1], parts[2]
+    if len(path) >= 3:  # `project`.`dataset`.`table`; a project may hold dots (`example.com:my-project`)
+        return path[-3], path[-2], path[-1]
+    # `project.dataset.table` or `dataset.table` as one identifier: the table and the dataset have no dots
+    parts = path[0].rsplit(".", 2) if len(path) == 1 else [*path[0].rsplit(".", 1), path[1]]
+    if len(parts) >= 3:
+        return ".".join(parts[:-2]), parts[-2], parts[-1]
     if len(parts) == 2:
         return catalog.project, parts[0], parts[1]
     return catalog.project, catalog.default_dataset or "", parts[0]
@@ -320,11 +326,14 @@ def _load_client(cache_dir: Path | None) -> Any:
             except Exception:  # another wasmtime or a damaged file: compile again
                 cached.unlink(missing_ok=True)
         module = compile_module(engine, path)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-        with os.fdopen(fd, "wb") as out:
-            out.write(module.serialize())
-        os.replace(tmp, cached)  # atomic: a parallel process reads the old file or the whole new one
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+            with os.fdopen(fd, "wb") as out:
+                out.write(module.serialize())
+            os.replace(tmp, cached)  # atomic: a parallel process reads the old file or the whole new one
+        except OSError:  # a read-only or full cache folder: the next run compiles again, nothing else is lost
+            pass
         return module
 
     with mock.patch.object(wasmtime.Module, "from_file", staticmethod(cached_module)):

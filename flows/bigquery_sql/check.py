@@ -4,7 +4,9 @@ What is analyzed, in the order BigQuery would see it:
 - `model`: every dbt model as compiled for the first build (CREATE TABLE/VIEW), and `data-test`: every data test;
 - `model-incremental`: every model as compiled for an incremental run (partition lookups, temporary tables);
 - `preflight`: each model's SELECT, as preflight dry-runs it;
+- `hook`: dbt's on-run-start/end hooks, if the project has any;
 - `quality`: every data-quality query (the checks and the lookups that find the snapshots they read);
+- `cli`: the queries commands run on the warehouse (`plan-credits`' bytes per record);
 - `looker`: every query the Looker Studio report's charts and controls issue (looker/report.yaml);
 - `readme`: the `coincap-pipeline sql` examples README.md shows for the gcp target.
 The catalog starts from the raw external tables (the schemas Terraform uses, with their hive partition columns)
@@ -20,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flows.bigquery_sql.analyzer import Catalog, SqlAnalyzer, bigquery_aliases
 from flows.settings import Settings
@@ -28,7 +30,7 @@ from flows.settings import Settings
 if TYPE_CHECKING:
     from flows.bigquery_sql.dbt_offline import OfflineBuild
 
-KINDS = ("model", "data-test", "model-incremental", "preflight", "quality", "looker", "readme")
+KINDS = ("hook", "model", "data-test", "model-incremental", "preflight", "quality", "cli", "looker", "readme")
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -125,8 +127,10 @@ def collect(
     statements: list[Statement] = []
     for node, sql in build.first_sql:
         kind = {"model": "model", "test": "data-test"}.get(node.split(".")[0])
-        if kind:  # the rest: dbt's `create schema if not exists`
+        if kind:
             statements.append(Statement(kind, _node_name(node), sql))
+        elif not node.startswith("create_"):  # dbt's `create schema if not exists` aside: on-run-start/end hooks
+            statements.append(Statement("hook", node, sql))
     for node, sql in build.incremental_sql:
         if node.startswith("model."):
             statements.append(Statement("model-incremental", _node_name(node), sql))
@@ -136,8 +140,11 @@ def collect(
     preflight_sql, _ = models_in_order(build.manifest)  # what preflight dry-runs
     statements += [Statement("preflight", name, sql) for name, sql in preflight_sql.items()]
     statements += [Statement("quality", name, sql) for name, sql in quality_statements(settings).items()]
+    from flows.credit_plan import measured_runs_sql
+
+    statements.append(Statement("cli", "plan_credits.measured", measured_runs_sql(settings)))
     statements += [Statement("looker", name, sql) for name, sql in looker_statements(settings).items()]
-    statements += [Statement("readme", name, sql) for name, sql in readme_statements().items()]
+    statements += [Statement("readme", name, sql) for name, sql in readme_statements(settings=settings).items()]
     return statements
 
 
@@ -185,11 +192,18 @@ def looker_statements(settings: Settings) -> dict[str, str]:
 _SQL_EXAMPLE = re.compile(r"PIPELINE_TARGET=gcp\s+\S*coincap-pipeline sql (\"[^\"]+\"|'[^']+')")
 
 
-def readme_statements(readme: Path | None = None) -> dict[str, str]:
+_DEFAULT_DATASET = re.compile(r"\bcoincap_(raw|staging|marts|ops)\b")
+
+
+def readme_statements(readme: Path | None = None, *, settings: Settings | None = None) -> dict[str, str]:
     """The `coincap-pipeline sql` examples README.md gives for the gcp target (run with the marts dataset as
-    the default dataset, as the `sql` command does)."""
+    the default dataset, as the `sql` command does), with the default datasets' names renamed to the settings'
+    (`BQ_DATASET_PREFIX`), as a user with another prefix would type them."""
     text = (readme or _PACKAGE_ROOT / "README.md").read_text(encoding="utf-8")
-    return {f"example_{i + 1}": shlex.split(m)[0] for i, m in enumerate(_SQL_EXAMPLE.findall(text))}
+    examples = [shlex.split(m)[0] for m in _SQL_EXAMPLE.findall(text)]
+    if settings is not None:
+        examples = [_DEFAULT_DATASET.sub(lambda m: settings.bq_dataset(m.group(1)), sql) for sql in examples]
+    return {f"example_{i + 1}": sql for i, sql in enumerate(examples)}
 
 
 _CREATES = re.compile(r"^\s*create\s+(?:or\s+replace\s+)?(?:temp\w*\s+)?(?:table|view)\s+([`\w.-]+)", re.I | re.M)
@@ -197,7 +211,30 @@ _NOT_FOUND = re.compile(r"^Table not found: (\S+)")
 
 
 def _plain(path: str) -> str:
-    return path.replace("`", "").lower()
+    """`project`.`dataset`.`table`, `project.dataset.table` and dataset.table alike -> dataset.table."""
+    return ".".join(path.replace("`", "").lower().split(".")[-2:])
+
+
+_TMP_SUFFIX = re.compile(r"__dbt_tmp[0-9]*$")
+
+
+def _drift(catalog: Catalog, created: tuple[str, str, str], columns: tuple[tuple[str, Any], ...]) -> str | None:
+    """An incremental run's temporary table whose columns differ from its model's table (what dbt's
+    on_schema_change='fail' and the partition copy jobs refuse), said in one line; else None."""
+    project, dataset, name = created
+    target = _TMP_SUFFIX.sub("", name)
+    existing = catalog.tables.get((project, dataset, target)) if target != name else None
+    if existing is None:
+        return None
+    before = {c: t.SerializeToString() for c, t in existing}
+    after = {c: t.SerializeToString() for c, t in columns}
+    if before == after:
+        return None
+    changed = sorted(c for c in before.keys() & after.keys() if before[c] != after[c])
+    parts = [f"{what} {', '.join(cols)}" for what, cols in (
+        ("adds", sorted(after.keys() - before.keys())), ("drops", sorted(before.keys() - after.keys())),
+        ("retypes", changed)) if cols]  # fmt: skip
+    return f"the incremental run {'; '.join(parts)} of {target} (its first build's columns)"
 
 
 def analyze(
@@ -214,9 +251,14 @@ def analyze(
     try:
         for statement in statements:
             sql = bigquery_aliases(statement.sql)
+            before = dict(catalog.tables)
             outcome = analyzer.analyze(sql)
             counts[statement.kind] += 1
             analyzed.append(Statement(statement.kind, statement.name, sql))
+            if not outcome.error and outcome.created:
+                drift = _drift(Catalog(catalog.project, tables=before), outcome.created, outcome.columns)
+                if drift:
+                    problems.append(Problem(statement.kind, statement.name, drift))
             if not outcome.error:
                 continue
             missing = _NOT_FOUND.match(outcome.error)
@@ -230,6 +272,33 @@ def analyze(
     return counts, problems, analyzed, skipped
 
 
+def prepare_dump(directory: Path) -> None:
+    """Make `directory` ready for a dump before anything runs: writable, and empty or an earlier dump (whose files
+    are removed, so no stale statement stays beside the new ones). One-line ConfigError otherwise."""
+    import shutil
+
+    from flows.errors import ConfigError
+
+    try:
+        if directory.exists() and any(directory.iterdir()):
+            if not (directory / "order.txt").is_file():
+                raise ConfigError(
+                    f"--dump {directory} is not empty and holds no earlier check-sql dump.",
+                    "Pass a new or empty folder.",
+                )
+            for kind in KINDS:
+                shutil.rmtree(directory / kind, ignore_errors=True)
+            (directory / "order.txt").unlink()
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot write the dump to {directory}: {exc.strerror or exc}.", "Pass a writable folder."
+        ) from None
+
+
 def dump(statements: Iterable[Statement], directory: Path) -> list[Path]:
     """Write each statement to `directory/<kind>/<name>.sql` (a second one of the same name gets `.2`, ...) and
     `directory/order.txt`, the files in the order they were analyzed."""
@@ -240,7 +309,7 @@ def dump(statements: Iterable[Statement], directory: Path) -> list[Path]:
         n = seen[(statement.kind, statement.name)]
         path = directory / statement.kind / (f"{statement.name}.sql" if n == 1 else f"{statement.name}.{n}.sql")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(statement.sql.strip() + "\n", encoding="utf-8")
+        path.write_text(statement.sql, encoding="utf-8")  # exactly as analyzed
         written.append(path)
     (directory / "order.txt").write_text("".join(f"{p.relative_to(directory)}\n" for p in written), encoding="utf-8")
     return written
@@ -256,6 +325,8 @@ def check_sql(
     """Collect, analyze and (optionally) dump every BigQuery-bound statement; see the module doc.
 
     `build` reuses an offline dbt build made with `offline_settings(settings)`."""
+    if dump_dir is not None:
+        prepare_dump(dump_dir)  # before the minute of work, not after
     settings = offline_settings(settings)
     statements = collect(settings, build=build, progress=progress)
     progress(f"analyzing {len(statements)} statements with ZetaSQL (GoogleSQL, BigQuery's front end)")
