@@ -28,7 +28,7 @@ from uuid import UUID
 import httpx
 
 from flows.errors import ConfigError, PipelineError
-from flows.observability import redact, redact_url, register_secret
+from flows.observability import redact, redact_url, redact_value, register_secret
 
 if TYPE_CHECKING:
     from prefect.events.schemas.automations import AutomationCore
@@ -147,13 +147,13 @@ def stale_alert(results: list[CheckResult]) -> Alert:
 
 
 def error_line(error: BaseException | str) -> str:
-    """One line for an error: a PipelineError's own line, else `Type: first line of the message`."""
+    """One line for an error, redacted: a PipelineError's own line, else `Type: first line of the message`."""
     if isinstance(error, PipelineError):
-        return _one_line(str(error), 500)
+        return _one_line(redact(str(error)), 500)  # redacted before the cut: a cut secret would not match
     if isinstance(error, BaseException):
-        first = (str(error).strip().splitlines() or [""])[0]
+        first = (redact(str(error)).strip().splitlines() or [""])[0]
         return _one_line(f"{type(error).__name__}: {first}" if first else type(error).__name__, 500)
-    return _one_line((str(error).strip().splitlines() or ["unknown error"])[0], 500)
+    return _one_line((redact(str(error)).strip().splitlines() or ["unknown error"])[0], 500)
 
 
 def _run_url(flow_run_id: str | None) -> str | None:
@@ -355,13 +355,15 @@ def _emit_event(alert: Alert) -> None:
         emit_event(
             event=name,
             resource=resource,
-            payload={
-                "title": alert.title,
-                "text": alert.text,
-                "severity": alert.severity,
-                "failed_checks": alert.fields.get(F_FAILING, ""),
-                "fields": alert.fields,
-            },
+            payload=redact_value(
+                {
+                    "title": alert.title,
+                    "text": alert.text,
+                    "severity": alert.severity,
+                    "failed_checks": alert.fields.get(F_FAILING, ""),
+                    "fields": alert.fields,
+                }
+            ),
         )
     except Exception as exc:
         logger.warning("Prefect event %s not emitted: %s", name, error_line(exc))

@@ -48,6 +48,7 @@ from flows.errors import ApiError, ConfigError
 from flows.lake.factory import lake_storage
 from flows.lake.parquet import ZONE_DATA, ZONE_QUARANTINE, StagedParquet
 from flows.lake.storage import LakeStorage
+from flows.observability import redact_error, redacted_errors
 from flows.pipeline import _flow_run_id, _retry_if_transient
 from flows.settings import Settings, current_settings
 from flows.snapshot_id import Snapshot
@@ -958,9 +959,10 @@ def plan_backfill_task(
     assets: list[str] | None, interval: str, start: date, end: date, max_credits: int | None
 ) -> _Resolved:
     """Resolve the asset list (one /assets listing when none is given) and price the backfill."""
-    settings = current_settings()
-    ids, spent = list_asset_ids(settings, max_credits=max_credits) if assets is None else (list(assets), 0)
-    estimate = estimate_backfill_credits(settings, ids, interval, start, end)
+    with redacted_errors():  # what Prefect records of a failure holds no secret
+        settings = current_settings()
+        ids, spent = list_asset_ids(settings, max_credits=max_credits) if assets is None else (list(assets), 0)
+        estimate = estimate_backfill_credits(settings, ids, interval, start, end)
     get_run_logger().info("%s", estimate.describe())
     return _Resolved(ids, estimate, spent)
 
@@ -984,7 +986,8 @@ def backfill_task(assets: list[str], interval: str, start: date, end: date, max_
             last[0] = time.monotonic()
             logger.info("%d/%d chunks, %d points landed", done, total, points)
 
-    report = backfill(current_settings(), assets, interval, start, end, max_credits, progress)
+    with redacted_errors():
+        report = backfill(current_settings(), assets, interval, start, end, max_credits, progress)
     for message in report.suspicious[:20]:
         logger.warning("suspicious chunk: %s", message)
     if report.delisted:
@@ -1007,6 +1010,13 @@ def backfill_flow(
     max_credits: Annotated[int, Field(ge=1)] | None = None,
 ) -> BackfillReport:
     """Backfill CoinCap price history into the lake: chunked, resumable, within a credit budget."""
+    with redacted_errors():
+        return _backfill_run(assets, interval, start, end, max_credits)
+
+
+def _backfill_run(
+    assets: list[str] | None, interval: IntervalName, start: date | None, end: date | None, max_credits: int | None
+) -> BackfillReport:
     default_start, default_end = default_range()
     start, end = start or default_start, end or default_end
     plan_step, fetch_step = plan_backfill_task, backfill_task
@@ -1028,7 +1038,7 @@ def backfill_flow(
                     "step": f"{DATASET}:{interval}",
                     "status": "failed",
                     "started_at": started,
-                    "error": str(exc)[:500],
+                    "error": redact_error(exc, 500),
                 }
             ]
         )

@@ -1,9 +1,12 @@
 """What a run leaves for people to read: log lines without secrets (text or JSON), and a summary artifact.
 
-- Redaction: every log record, from any logger (ours, Prefect's, httpx's ...), is scrubbed of the secrets the
-  settings hold (the CoinCap key, the alert webhook URL) and of anything shaped like a credential
-  (`Authorization: Bearer ...`, `key=...`, Slack webhook paths), before any handler sees it, including the
-  handler that ships run logs to the Prefect API.
+- Redaction: one function, `redact`, scrubs the secrets the settings hold (the CoinCap key, as given and as
+  stripped, and the alert webhook URL; registered when `Settings` load) and anything shaped like a credential
+  (`Authorization: Bearer ...`, `key=...`, `scheme://user:password@host`, webhook paths). It is applied to
+  everything a run persists or emits: every log record from any logger (before any handler sees it, including
+  the one that ships run logs to the Prefect API), exceptions leaving tasks and flows (`redacted_errors`, so
+  Prefect's state messages, events and results never hold a secret), run-metrics and data-quality rows
+  (`redact_row`, in both warehouse writers), the dashboard's health page, artifacts, alerts and their events.
 - `PIPELINE_LOG_FORMAT=json`: one JSON object per line on stderr (`timestamp`, `severity` as Cloud Logging
   names it, `logger`, `message`, `flow_run_id`/`task_run_id` when known, extra fields), for Cloud Run, whose
   logging agent parses such lines into structured entries.
@@ -18,9 +21,11 @@ import re
 import sys
 import threading
 import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 if TYPE_CHECKING:
     from flows.settings import Settings
@@ -43,6 +48,10 @@ _PATTERNS: list[tuple[re.Pattern[str], Any]] = [
     # Slack-style incoming webhooks: the path is the credential
     (re.compile(r"(?i)(https?://hooks\.slack(?:-gov)?\.com/)[^\s'\"<>)]+"), rf"\1{REDACTED}"),
     (re.compile(r"(?i)(https?://[^\s/'\"]+/hooks/)[A-Za-z0-9]{12,}"), rf"\1{REDACTED}"),  # Mattermost, Rocket.Chat
+    (re.compile(r"(?i)(https?://[^\s/'\"]+/api/webhooks/)[^\s'\"<>)]+"), rf"\1{REDACTED}"),  # Discord
+    (re.compile(r"(?i)(https?://[^\s/'\"]*webhook\.office\.com/)[^\s'\"<>)]+"), rf"\1{REDACTED}"),  # Teams
+    # Credentials in a URL: scheme://user:password@host (also a lone user or token before the @)
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@'\"<>]+@"), rf"\1{REDACTED}@"),
 ]  # fmt: skip
 
 _secrets: set[str] = set()
@@ -50,18 +59,26 @@ _secrets_re: re.Pattern[str] | None = None
 _lock = threading.Lock()
 
 
+def _variants(value: str) -> set[str]:
+    """The forms a secret takes in text: as given and stripped, escaped as repr and JSON show it, URL-encoded."""
+    found: set[str] = set()
+    for form in {value, value.strip()}:
+        found |= {form, repr(form)[1:-1], json.dumps(form)[1:-1], quote(form, safe=""), quote_plus(form, safe="")}
+    return found
+
+
 def register_secret(value: str | None) -> None:
-    """Treat `value` (and, for a URL, its path and query) as a secret in every log record from now on."""
+    """Treat `value` (in its `_variants`, and for a URL also its path and query) as a secret from now on."""
     global _secrets_re
     if not value:
         return
-    found = {value.strip()}
+    found = _variants(value)
     parts = urlsplit(value.strip())
     if parts.scheme in ("http", "https") and parts.netloc:
         tail = parts.path + (f"?{parts.query}" if parts.query else "")
         if len(tail.strip("/")) >= MIN_SECRET_LENGTH:
-            found.add(tail)
-    found = {f for f in found if len(f) >= MIN_SECRET_LENGTH}
+            found |= _variants(tail)
+    found = {f for f in found if len(f.strip()) >= MIN_SECRET_LENGTH}
     with _lock:
         if found <= _secrets:
             return
@@ -86,6 +103,77 @@ def redact(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+# Free-text columns of the ops tables (run metrics, data-quality results): what an error or a check says.
+TEXT_COLUMNS = ("error", "detail", "description", "message", "reason")
+
+
+def redact_value(value: Any) -> Any:
+    """`value` with `redact` applied to every string in it (lists, tuples and dict values included)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return type(value)(redact_value(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: redact_value(v) for k, v in value.items()}
+    return value
+
+
+def redact_row(row: Mapping[str, Any], columns: tuple[str, ...] = TEXT_COLUMNS) -> dict[str, Any]:
+    """A copy of an ops-table row with its free-text `columns` redacted (what warehouse writers store)."""
+    return {k: redact_value(v) if k in columns else v for k, v in row.items()}
+
+
+def redact_error(error: BaseException | str | None, limit: int | None = None) -> str | None:
+    """An error's text, redacted, then cut to `limit` characters (in that order: a cut key would not match)."""
+    if error is None:
+        return None
+    text = redact(str(error))
+    return text[:limit] if limit is not None else text
+
+
+class RedactedError(RuntimeError):
+    """Stands in for an exception whose text held a secret that could not be scrubbed in place."""
+
+
+def scrub_exception(exc: BaseException) -> BaseException:
+    """Redact an exception's text in place (args, string attributes such as a PipelineError's `what`/`todo`,
+    notes), along its cause/context chain. Returns `exc`, or a `RedactedError` carrying the redacted text when
+    `str(exc)` still shows a secret (an exception that builds its text from something else)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        try:
+            current.args = tuple(redact_value(a) for a in current.args)
+            for name, value in list(vars(current).items()):
+                if isinstance(value, str | list | tuple) and not name.startswith("__"):
+                    setattr(current, name, redact_value(value))
+        except Exception:  # read-only attributes, slots: str() is checked below
+            pass
+        current = current.__cause__ or current.__context__
+    try:
+        text = str(exc)
+    except Exception:
+        return RedactedError(type(exc).__name__)
+    clean = redact(text)
+    if clean != text:
+        return RedactedError(f"{type(exc).__name__}: {clean}")
+    return exc
+
+
+@contextmanager
+def redacted_errors() -> Iterator[None]:
+    """Scrub secrets from any exception leaving the block (task and flow bodies), before Prefect turns it into
+    a state message, an event or a stored result."""
+    try:
+        yield
+    except Exception as exc:
+        clean = scrub_exception(exc)
+        if clean is exc:
+            raise
+        raise clean from None
 
 
 def redact_url(url: str) -> str:
@@ -278,19 +366,22 @@ def configure_logging(settings: Settings | None = None, *, stream: IO[str] | Non
             settings = settings_module._current or settings_module.Settings()
         except Exception:  # bad settings are reported by whoever uses them; log in text meanwhile
             settings = None
+    from flows.settings import flush_notices
+
     install_redaction()
     if settings is None:
         return
     register_settings_secrets(settings)
     if settings.log_format != "json":
+        flush_notices()  # e.g. "COINCAP_API_KEY had whitespace around it: stripped"
         return
     import prefect  # noqa: F401
 
     wanted = stream if stream is not None else sys.stderr
     consoles = [h for lg in _all_loggers() for h in lg.handlers if _is_console(h)]
-    if consoles and all(isinstance(h, JsonLinesHandler) and h.stream is wanted for h in consoles):
-        return  # already done
-    _use_json_lines(wanted)
+    if not (consoles and all(isinstance(h, JsonLinesHandler) and h.stream is wanted for h in consoles)):
+        _use_json_lines(wanted)
+    flush_notices()  # as JSON lines
 
 
 # ----------------------------------------------------------------------------------------- the run artifact

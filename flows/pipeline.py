@@ -27,7 +27,7 @@ from flows.errors import ApiUnavailable, PipelineError, StorageError
 from flows.extract import DatasetReport, StagedFiles, extract_dataset
 from flows.lake.factory import lake_storage
 from flows.lake.parquet import ensure_readable
-from flows.observability import configure_logging, publish_snapshot_artifact
+from flows.observability import configure_logging, publish_snapshot_artifact, redact_error, redacted_errors
 from flows.quality import QualityReport, run_checks
 from flows.settings import Settings, current_settings
 from flows.snapshot_id import PATTERN, Snapshot
@@ -100,6 +100,11 @@ def _retry_if_transient(task: Any, task_run: TaskRun, state: State) -> bool:
 )
 def extract_task(dataset: Dataset, snapshot_id: str) -> tuple[DatasetReport, StagedFiles]:
     """Page through one dataset and stage its validated files."""
+    with redacted_errors():  # what Prefect records of a failure (state message, event) holds no secret
+        return _extract(dataset, snapshot_id)
+
+
+def _extract(dataset: Dataset, snapshot_id: str) -> tuple[DatasetReport, StagedFiles]:
     logger = get_run_logger()
     settings = current_settings()
     last_log = [0.0]
@@ -124,8 +129,9 @@ def extract_task(dataset: Dataset, snapshot_id: str) -> tuple[DatasetReport, Sta
 @task(name="publish", retries=2, retry_delay_seconds=5, timeout_seconds=1800, cache_policy=NO_CACHE)
 def publish_task(staged: list[StagedFiles]) -> list[str]:
     """Publish a snapshot's staged files to the lake, each object atomically."""
-    storage = lake_storage(current_settings())
-    return [key for files in staged for key in files.publish(storage)]
+    with redacted_errors():
+        storage = lake_storage(current_settings())
+        return [key for files in staged for key in files.publish(storage)]
 
 
 def build_marts(settings: Settings, full_refresh: bool = False) -> DbtOutcome:
@@ -144,7 +150,8 @@ def build_marts(settings: Settings, full_refresh: bool = False) -> DbtOutcome:
 @task(name="dbt-build", timeout_seconds=3600, cache_policy=NO_CACHE)
 def dbt_task(full_refresh: bool = False) -> DbtOutcome:
     """Build and test the marts (`dbt build`)."""
-    outcome = build_marts(current_settings(), full_refresh)
+    with redacted_errors():
+        outcome = build_marts(current_settings(), full_refresh)
     get_run_logger().info("dbt build: %s in %.1fs", dict(outcome.statuses), outcome.seconds)
     return outcome
 
@@ -152,7 +159,8 @@ def dbt_task(full_refresh: bool = False) -> DbtOutcome:
 @task(name="quality", timeout_seconds=900, cache_policy=NO_CACHE)
 def quality_task(snapshot_id: str | None, flow_run_id: str | None) -> QualityReport:
     """Run the data-quality checks on the snapshot (or each dataset's latest) and store them in ops.dq_results."""
-    return run_checks(current_settings(), snapshot_id=snapshot_id, flow_run_id=flow_run_id)
+    with redacted_errors():
+        return run_checks(current_settings(), snapshot_id=snapshot_id, flow_run_id=flow_run_id)
 
 
 def _check_quality(snapshot_id: str | None, run_id: str | None) -> QualityReport | None:
@@ -261,7 +269,7 @@ def _step_row(
         "status": status,
         "started_at": datetime.now(UTC),
         "seconds": seconds,
-        "error": str(exc)[:500] if exc else None,
+        "error": redact_error(exc, 500),
     }
 
 
@@ -278,7 +286,8 @@ def snapshot_flow(
     transform: bool = True,
 ) -> SnapshotSummary:
     """Extract assets, rates, exchanges and markets under one snapshot id, then build the marts with dbt."""
-    return _run_snapshot(datasets, snapshot_id, transform)
+    with redacted_errors():
+        return _run_snapshot(datasets, snapshot_id, transform)
 
 
 def _dataset_flow(dataset: Dataset) -> Any:
@@ -290,7 +299,8 @@ def _dataset_flow(dataset: Dataset) -> Any:
         on_crashed=[alert_on_failure],
     )
     def dataset_flow(snapshot_id: SnapshotId | None = None, transform: bool = False) -> SnapshotSummary:
-        return _run_snapshot([dataset], snapshot_id, transform)
+        with redacted_errors():
+            return _run_snapshot([dataset], snapshot_id, transform)
 
     dataset_flow.__doc__ = f"Extract {dataset} for one snapshot (optionally rebuild the marts)."
     dataset_flow.fn.__name__ = f"{dataset}_flow"
@@ -307,7 +317,8 @@ markets_flow = _dataset_flow("markets")
 def transform_flow(full_refresh: bool = False) -> DbtOutcome:
     """Build and test the marts from what is in the lake."""
     # A dbt-only run is recorded under the moment it ran, in the snapshot-id format.
-    run_id = _flow_run_id()
-    outcome = _build_marts(warehouse(current_settings()), Snapshot.now().id, run_id, full_refresh)
-    _check_quality(None, run_id)  # each dataset's latest snapshot
-    return outcome
+    with redacted_errors():
+        run_id = _flow_run_id()
+        outcome = _build_marts(warehouse(current_settings()), Snapshot.now().id, run_id, full_refresh)
+        _check_quality(None, run_id)  # each dataset's latest snapshot
+        return outcome

@@ -5,14 +5,81 @@ Nothing else in the project reads `os.environ` for configuration: every stage ge
 
 from __future__ import annotations
 
+import logging
+import threading
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from flows.errors import ConfigError
+from flows.observability import redact, register_secret
+
 DEFAULT_BASE_URL = "https://rest.coincap.io/v3"
+KEY_HOWTO = 'printf %s "$KEY" | gcloud secrets versions add coincap-api-key --data-file=- (echo adds a newline)'
+
+log = logging.getLogger(__name__)
+
+
+def clean_api_key(raw: str) -> str | None:
+    """A CoinCap key as given (env, `.env`, Secret Manager), stripped of surrounding whitespace (a newline from
+    `echo $KEY | gcloud secrets versions add ...`); None if nothing is left.
+
+    Registers every form of it for redaction first, and raises ValueError (a sentence that never quotes the key)
+    when whitespace or a control character is left inside: an HTTP header cannot carry it, and the error that
+    says so would quote the key.
+    """
+    register_secret(raw)
+    key = raw.strip()
+    if not key:
+        return None
+    if any(not 0x21 <= ord(c) <= 0x7E for c in key):
+        raise ValueError(
+            "it contains a space, newline, control or non-ASCII character inside the key (not just around it); "
+            f"set it without them, e.g. {KEY_HOWTO}"
+        )
+    if key != raw:
+        _notice(
+            "COINCAP_API_KEY had whitespace around it (a trailing newline?): stripped. Store it without, e.g. "
+            + KEY_HOWTO
+        )
+    return key
+
+
+def url_has_credentials(url: str) -> bool:
+    """Whether a URL carries `user:password@` (or `user@`) before its host."""
+    try:
+        return "@" in urlsplit(url.strip()).netloc
+    except ValueError:
+        return "@" in url.split("/", 3)[2] if url.count("/") >= 2 else False
+
+
+_notices: list[str] = []
+_notices_lock = threading.Lock()
+
+
+def _notice(line: str) -> None:
+    """A one-line warning about the settings, logged once per process by `flush_notices` (configure_logging
+    calls it once the log handlers are in place, so a JSON-lines run logs it as JSON)."""
+    with _notices_lock:
+        if line not in _notices:
+            _notices.append(line)
+
+
+_flushed: set[str] = set()
+
+
+def flush_notices() -> None:
+    """Log the pending settings notices, each once per process."""
+    with _notices_lock:
+        pending = [n for n in _notices if n not in _flushed]
+        _flushed.update(pending)
+    for line in pending:
+        log.warning("%s", line)
 
 
 class Target(StrEnum):
@@ -25,7 +92,8 @@ class Target(StrEnum):
 class Settings(BaseSettings):
     """Pipeline configuration. Environment variables use the names given in `alias`."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a refused value (a key with a newline, a URL with a password) is never echoed.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True, hide_input_in_errors=True)
 
     api_key: SecretStr | None = Field(default=None, alias="COINCAP_API_KEY")
     api_base_url: str = Field(default=DEFAULT_BASE_URL, alias="COINCAP_API_BASE_URL")
@@ -84,12 +152,31 @@ class Settings(BaseSettings):
     # More records of a dataset rejected by its contract than this share fails the snapshot's quality.
     dq_max_quarantine_pct: float = Field(default=2.0, ge=0, le=100, alias="PIPELINE_DQ_MAX_QUARANTINE_PCT")
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _clean_key(cls, value: object) -> object:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str):
+            return value
+        try:
+            return clean_api_key(raw)
+        except ValueError as exc:
+            raise PydanticCustomError("api_key", str(exc)) from None
+
     @field_validator("api_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         value = value.strip().rstrip("/")
+        if url_has_credentials(value):
+            # Refused, not stripped: the credential has to leave the configuration it came from (it would be
+            # printed and stored with the URL), and a silently different URL would fail in confusing ways.
+            raise PydanticCustomError(
+                "url_credentials",
+                "it contains credentials (user:password@ before the host); remove them: CoinCap takes its key from "
+                "COINCAP_API_KEY, and a URL is printed in logs and run records",
+            )
         if not value.startswith(("http://", "https://")):
-            raise ValueError(f"COINCAP_API_BASE_URL must start with http:// or https:// (got {value!r})")
+            raise ValueError(f"COINCAP_API_BASE_URL must start with http:// or https:// (got {redact(value)!r})")
         return value
 
     @field_validator("alert_webhook_url")
@@ -97,6 +184,7 @@ class Settings(BaseSettings):
     def _check_webhook(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
+        register_secret(value.get_secret_value())
         url = value.get_secret_value().strip()
         if not url.startswith(("http://", "https://")):
             # Never echo the value: the URL is the credential.
@@ -141,9 +229,30 @@ class Settings(BaseSettings):
 _current: Settings | None = None
 
 
+def check_secrets(settings: Settings) -> None:
+    """The secret checks of `Settings` again, for settings changed without validation (`model_copy`, as the CLI
+    applies its flags): ConfigError for a base URL with credentials or a key with whitespace inside."""
+    if url_has_credentials(settings.api_base_url):
+        raise ConfigError(
+            "COINCAP_API_BASE_URL (or --base-url) contains credentials (user:password@ before the host).",
+            "Remove them: CoinCap takes its key from COINCAP_API_KEY, and a URL is printed in logs and run records.",
+        )
+    key = settings.api_key_value
+    if key is not None:
+        try:
+            clean = clean_api_key(key)
+        except ValueError as exc:
+            raise ConfigError(f"COINCAP_API_KEY: {exc}.", "") from None
+        if clean != key:
+            settings.api_key = SecretStr(clean) if clean else None
+
+
 def use_settings(settings: Settings | None) -> None:
     """Make `settings` what flows and tasks see (the CLI calls this after applying its flags)."""
     global _current
+    if settings is not None:
+        check_secrets(settings)
+        flush_notices()
     _current = settings
 
 

@@ -44,6 +44,7 @@ from flows.errors import ApiUnavailable, AuthError, ConfigError, PipelineError, 
 from flows.lake.factory import lake_storage
 from flows.lake.parquet import ZONE_DATA, ZONE_QUARANTINE, StagedParquet, ensure_readable
 from flows.lake.storage import LakeStorage, LocalStorage
+from flows.observability import redact, redacted_errors
 from flows.settings import Settings, current_settings
 
 DEFAULT_WS_URL = "wss://wss.coincap.io/prices"
@@ -431,7 +432,7 @@ def stream_prices(
                 except InvalidURI:
                     raise ConfigError(f"Not a WebSocket URL: {shown}.", f"Use e.g. {DEFAULT_WS_URL}.") from None
                 except (OSError, TimeoutError, InvalidHandshake, WebSocketException) as exc:
-                    reason = f"could not connect ({type(exc).__name__}: {exc})"
+                    reason = redact(f"could not connect ({type(exc).__name__}: {exc})")  # kept in gap rows
                     ws = None
                 if ws is None:
                     failures += 1
@@ -453,7 +454,7 @@ def stream_prices(
                     seq, lost = _receive(ws, connection_id, lake, summary, stopping, flush, idle, lambda: next_flush)
                     if lost is None:
                         break  # stopped on purpose
-                    reason = lost
+                    reason = lost = redact(lost)  # the server's close reason, recorded in the gap row
                     gap = Gap(connection_id, seq, datetime.now(UTC), lost)
                     summary.gaps.append(gap)
                     flush(force=True)  # what arrived before the drop lands now
@@ -622,15 +623,16 @@ def stream_flow(
     def log_batch(batch: BatchReport) -> None:
         logger.info("batch: %d ticks, %d quarantined, lag %.2f s", batch.ticks, batch.quarantined, batch.lag_s)
 
-    return stream_prices(
-        current_settings(),
-        assets,
-        ws_url=ws_url,
-        batch_seconds=batch_seconds,
-        max_seconds=max_minutes * 60 if max_minutes is not None else None,
-        on_batch=log_batch,
-        logger=logger,
-    )
+    with redacted_errors():  # what Prefect records of a failure holds no secret
+        return stream_prices(
+            current_settings(),
+            assets,
+            ws_url=ws_url,
+            batch_seconds=batch_seconds,
+            max_seconds=max_minutes * 60 if max_minutes is not None else None,
+            on_batch=log_batch,
+            logger=logger,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- freshness

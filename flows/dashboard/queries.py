@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 
 from flows.errors import PipelineError
+from flows.observability import redact_row
 
 RUN_HINT = "run `coincap-pipeline run`"
 MARKET_OVERVIEW = "marts.rpt_market_overview_daily"
@@ -505,6 +506,7 @@ def _health(r: Reader, now: datetime, days: int = 30) -> Health | Unavailable:
         limit 20
         """
     )
+    failures = [redact_row(f) for f in failures]  # rows written before redaction, or by other tools
     quality = _quality(r) if r.has(DQ_RESULTS) else _missing(DQ_RESULTS)
     return Health(now, runs_by_day, rows_by_day, credits_by_day, freshness, failures, totals, last_run, quality)
 
@@ -570,4 +572,5 @@ def _quality(r: Reader) -> Quality | Unavailable:
         )
     except duckdb.Error as exc:
         return Unavailable(f"Cannot read {DQ_RESULTS} ({str(exc).splitlines()[0]}).")
+    checks, failing = [redact_row(c) for c in checks], [redact_row(f) for f in failing]  # details shown as stored
     return Quality(head["run_id"], head["checked_at"], head["snapshot_id"], checks, runs[::-1], failing)

@@ -16,6 +16,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from flows.errors import ConfigError, PipelineError
+from flows.observability import redact_row
 from flows.settings import Settings
 from flows.warehouse.local_duckdb import _DQ_DDL, _RUNS_DDL, DQ_TABLE, RUNS_SCHEMA, RUNS_TABLE
 
@@ -163,14 +164,14 @@ class BigQueryWarehouse:
         # Streaming inserts, not load jobs: a run writes a handful of rows, which a load job would make take seconds
         # and count against the 1,500 loads per table per day; streaming costs $0.01 per 200 MB, rows are readable
         # at once, and insert ids make a retried request idempotent.
-        json_rows = [_json_row(row) for row in rows]
+        json_rows = [_json_row(redact_row(row)) for row in rows]  # the error text: never a key or credential
         if not json_rows:
             return
         self._stream_insert(self.runs_table_id, json_rows, self._ensure_runs_table(), "run-metrics", stamp=True)
 
     def record_checks(self, rows: Iterable[dict[str, Any]]) -> None:
         """Append data-quality results to `<prefix>ops.dq_results` (created on first use), by streaming insert."""
-        json_rows = [_json_row(row, dq_columns()) for row in rows]
+        json_rows = [_json_row(redact_row(row), dq_columns()) for row in rows]
         if not json_rows:
             return
         self._stream_insert(self.dq_table_id, json_rows, self._ensure_dq_table(), "data-quality")

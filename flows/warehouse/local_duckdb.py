@@ -10,6 +10,7 @@ from typing import Any
 import duckdb
 
 from flows.errors import ConfigError, PipelineError
+from flows.observability import redact_row
 
 # How long a connection waits for another process to release the file before giving up with one line.
 LOCK_WAIT_S = 15.0
@@ -132,7 +133,7 @@ class LocalWarehouse:
         self._append(_DQ_DDL, DQ_TABLE, DQ_COLUMNS, rows)
 
     def _append(self, ddl: str, table: str, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
-        rows = list(rows)
+        rows = [redact_row(row) for row in rows]  # error and detail texts: never a key or credential on disk
         if not rows:
             return
         con = self._connect()
