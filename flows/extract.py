@@ -4,17 +4,23 @@ Memory stays flat as the data grows: each page is validated and written as it ar
 already landed are held (packed, ~8 bytes each), to drop records that reappear on a later page when ranks shift
 between fetches. The next page is fetched in a background thread while the current one is validated and written,
 so waiting for CoinCap overlaps with our own work; at most one page is ever requested ahead.
+
+Paging must make progress: a listing whose full pages stop bringing records it has not served before (by natural
+key, whatever their values, valid or not; a record without a key is never progress) is a server that ignores
+`offset`, and the extract stops with one line instead of paging, and paying, forever. A top-N scope
+(COINCAP_ASSETS_LIMIT) lands N records at most, however many the server sends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
@@ -38,6 +44,13 @@ ProgressFn = Callable[[str, int, int], None]  # (dataset, pages so far, records 
 # Pages are validated in batches of about this many records: Pandera's cost is mostly per call (~8 ms), so a
 # batch pays it once instead of once per 2,000-record page. Results are the same as page by page.
 _BATCH_RECORDS = 20_000
+# Full pages in a row, of one listing, without a record it had not served before: then the server ignores `offset`.
+# Two, not one: with a tiny page limit, ranks shifting between two calls could make one page all repeats.
+_STALLED_PAGES = 2
+# How long closing the prefetcher waits for a fetch it cancelled (the cancel shuts its socket: it ends at once).
+_CLOSE_WAIT_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -120,8 +133,12 @@ def extract_dataset(
     clock = _StageClock(stage_seconds)
     client = CoinCapClient(settings, meter=meter)
     pages = _Prefetcher(
-        _endpoint_pages(client, scoped_requests(dataset, settings)), name=f"fetch-{dataset}", clock=clock
+        _endpoint_pages(client, scoped_requests(dataset, settings)),
+        name=f"fetch-{dataset}",
+        clock=clock,
+        cancel=client.abort,
     )
+    paging = _PagingGuard(dataset, contract.key)
     good_file = StagedParquet(contract.arrow_schema(), staging)
     bad_file = StagedParquet(QUARANTINE_SCHEMA, staging)
     batch = _Batch()  # pages fetched, not yet handed to the validator
@@ -160,7 +177,6 @@ def extract_dataset(
             validator.submit(validate_and_write, batch)
             batch = _Batch()
 
-    last_full_page: list[dict[str, Any]] | None = None
     try:
         while True:
             with clock("fetch_wait"):
@@ -169,25 +185,12 @@ def extract_dataset(
                 break
             validator.raise_failure()  # a failed batch stops the run at once, not at the end
             endpoint, page = item
-            report.pages += 1
-            report.served += len(page.records)
             with clock("validate"):
                 keys = landed.encode(page.records)
-            full_page = endpoint.paginated and page.records and len(page.records) >= settings.page_limit
-            # A server that ignores `offset` answers every page with the first one: stop instead of paging forever.
-            # The same records again is caught even when some are invalid (those never land, so never count as
-            # seen); a page of records that all landed already is caught too.
-            repeated = full_page and page.records == last_full_page
-            if full_page and not repeated and batch.may_hold_every_key(keys, landed, also=validator.pending()):
-                hand_over()
-                validator.wait()  # now `landed` is exact
-                repeated = all(landed.contains(keys))
-            if repeated:
-                raise ApiError(
-                    f"CoinCap sent the same full page of {dataset} twice (offset {page.offset}).",
-                    "The server seems to ignore `offset`; check COINCAP_API_BASE_URL.",
-                )
-            last_full_page = page.records if full_page else None
+                # trims what a top-N scope did not ask for; raises when the listing stopped making progress
+                page, keys = paging.check(endpoint, page, keys, landed)
+            report.pages += 1
+            report.served += len(page.records)
             pages.request_next()  # only now: a page that stops the run above never costs a call ahead
             batch.add(page, keys)
             if batch.size >= _BATCH_RECORDS:
@@ -216,7 +219,7 @@ def extract_dataset(
         raise
     finally:
         validator.close()
-        pages.close()  # waits for a page still in flight, so the session is idle when it closes
+        pages.close()  # cancels a page still in flight: a stuck server never holds the run
         client.close()
     report.files = [key for _, key in staged.puts]
     report.valid, report.quarantined = good_file.rows, bad_file.rows
@@ -240,6 +243,96 @@ def _pages(client: CoinCapClient, endpoint: Endpoint) -> Iterator[Page]:
     yield Page(records=data, offset=0, timestamp_ms=timestamp, body_bytes=nbytes)
 
 
+class _PagingGuard:
+    """Watches one listing at a time (an endpoint with its parameters) for the two ways a server can make paging
+    unbounded or over-full:
+
+    - it ignores `offset`: every full page is the first one again, or pages whose records were all served before
+      (by natural key, whatever their values; valid or not) or have no key at all. `_STALLED_PAGES` such pages in
+      a row stop the extract with one line;
+    - it over-delivers on a top-N scope (`Endpoint.max_records`): records past the N-th new one are not landed.
+
+    The keys served live in a `_LandedKeys` used as plain storage: the codes come from the extract's own encoder.
+    """
+
+    def __init__(self, dataset: str, key: tuple[str, ...]) -> None:
+        self._dataset = dataset
+        self._key = key
+        self._endpoint: Endpoint | None = None
+        self._start(None)
+
+    def _start(self, endpoint: Endpoint | None) -> None:
+        self._endpoint = endpoint
+        self._served = _LandedKeys(self._key)
+        self._taken = 0  # records taken from this listing: new keys, and records without one
+        self._stalled = 0  # full pages in a row without a new key
+        self._last_full: list[Any] | None = None
+        self._warned = False
+
+    def check(self, endpoint: Endpoint, page: Page, keys: _PageKeys, encoder: _LandedKeys) -> tuple[Page, _PageKeys]:
+        """The page as it should be landed (trimmed to a top-N scope), or ApiError when paging makes no progress."""
+        if endpoint is not self._endpoint:
+            self._start(endpoint)
+        new, keyless = self._new_rows(keys)
+        if endpoint.max_records is not None:
+            page, keys, new = self._trim(endpoint.max_records, page, keys, new, keyless, encoder)
+        full = page.limit is not None and len(page.records) >= page.limit > 0
+        if full and page.records == self._last_full:
+            raise ApiError(
+                f"CoinCap sent the same full page of {self._dataset} twice (offset {page.offset}): the server "
+                "ignores offset.",
+                "Check COINCAP_API_BASE_URL points at CoinCap's v3 API.",
+            )
+        self._last_full = page.records if full else None
+        fresh = np.flatnonzero(new).tolist()
+        # a top-N listing with every record it wants has nothing left to bring: its last pages are repeats
+        complete = endpoint.max_records is not None and self._taken >= endpoint.max_records
+        self._stalled = self._stalled + 1 if full and not fresh and not complete else 0
+        if self._stalled >= _STALLED_PAGES:
+            raise ApiError(
+                f"CoinCap sent {self._stalled} full pages of {self._dataset} in a row (up to offset {page.offset}) "
+                "without one record it had not sent before: the server ignores offset.",
+                "Check COINCAP_API_BASE_URL points at CoinCap's v3 API.",
+            )
+        self._served.add(keys, fresh)
+        return page, keys
+
+    def _new_rows(self, keys: _PageKeys) -> tuple[np.ndarray, np.ndarray]:
+        """Per record: whether its key is new to this listing (and first on the page); whether it has no key."""
+        n = len(keys.codes)
+        keyless = ~keys.packed
+        first = np.zeros(n, dtype=bool)
+        packed = np.flatnonzero(keys.packed)
+        first[packed[np.unique(keys.codes[packed], return_index=True)[1]]] = True
+        seen_wide: set[tuple[int, ...]] = set()
+        for row in sorted(keys.wide):  # keys too wide to pack: rare, row by row
+            keyless[row] = False
+            first[row] = keys.wide[row] not in seen_wide
+            seen_wide.add(keys.wide[row])
+        new = first & ~np.asarray(self._served.contains(keys), dtype=bool)
+        return new, keyless
+
+    def _trim(
+        self, wanted: int, page: Page, keys: _PageKeys, new: np.ndarray, keyless: np.ndarray, encoder: _LandedKeys
+    ) -> tuple[Page, _PageKeys, np.ndarray]:
+        """Keep the page up to the record that makes `wanted` taken (records with a new key, or without a key);
+        repeats before it are harmless (deduplicated later), anything after it was not asked for."""
+        taken = np.cumsum(new | keyless)
+        room = wanted - self._taken
+        cut = int(np.searchsorted(taken, room + 1)) if room >= 0 else 0  # the first record beyond the room
+        self._taken += int(taken[cut - 1]) if cut else 0
+        if cut >= len(page.records):
+            return page, keys, new
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "CoinCap sent %d %s records beyond the %d asked for (offset %d); they are not landed.",
+                len(page.records) - cut, self._dataset, wanted, page.offset,
+            )  # fmt: skip
+        records = page.records[:cut]
+        return replace(page, records=records), encoder.encode(records), new[:cut]
+
+
 class _Prefetcher:
     """Advances a page iterator in a background thread, at most one page ahead, when the consumer asks.
 
@@ -248,8 +341,11 @@ class _Prefetcher:
     the same, in the same order, as without prefetching: only the fetch overlaps the consumer's other work.
     """
 
-    def __init__(self, items: Iterator[Any], *, name: str, clock: _StageClock) -> None:
+    def __init__(
+        self, items: Iterator[Any], *, name: str, clock: _StageClock, cancel: Callable[[], None] | None = None
+    ) -> None:
         self._items = items
+        self._cancel = cancel
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._pending: Future[Any] | None = None
         self._finished = False
@@ -282,13 +378,17 @@ class _Prefetcher:
         return item
 
     def close(self) -> None:
-        if self._pending is not None and not self._pending.cancel():
-            # bounded by the client's own timeouts and attempts; the run already stopped, its first error counts
-            with contextlib.suppress(BaseException):
-                self._pending.result()
-        self._pending = None
+        """Stop fetching. A fetch in flight is cancelled (`cancel` shuts its sockets and ends its retries), so
+        closing never waits on a stuck server; the run already stopped, its first error counts."""
+        pending, self._pending = self._pending, None
         self._finished = True
-        self._pool.shutdown(wait=True)
+        if pending is not None and not pending.cancel() and not pending.done():
+            if self._cancel is not None:
+                self._cancel()
+            with contextlib.suppress(BaseException):
+                pending.result(timeout=_CLOSE_WAIT_S)
+        # a fetch still running past that (no cancel given) is left to its own deadline, not waited on
+        self._pool.shutdown(wait=pending is None or pending.done())
 
 
 class _Batch:
@@ -298,32 +398,14 @@ class _Batch:
         self.pages: list[Page] = []
         self.keys: list[_PageKeys] = []
         self.size = 0
-        self._held: set[int | tuple[int, ...]] = set()  # keys of the held pages (codes, or wide tuples)
 
     def add(self, page: Page, keys: _PageKeys) -> None:
         self.pages.append(page)
         self.keys.append(keys)
         self.size += len(page.records)
-        self._held.update(keys.codes[keys.packed].tolist())
-        self._held.update(keys.wide.values())
 
     def records(self) -> list[Any]:
         return [r for page in self.pages for r in page.records]
-
-    def may_hold_every_key(self, keys: _PageKeys, landed: _LandedKeys, *, also: list[_Batch]) -> bool:
-        """Could every record of a page be a duplicate once this batch and `also` are validated? (False is certain.)
-
-        A record is certainly new when its key has landed nowhere and no held page carries it. Checked record by
-        record, so an ordinary page answers at its first record.
-        """
-        others = [batch._held for batch in also]
-        for i in range(len(keys.codes)):
-            key = keys.key(i)
-            if key is None:
-                return False
-            if key not in self._held and not any(key in held for held in others) and not landed.has(key):
-                return False
-        return True
 
 
 class _InOrder:
@@ -338,11 +420,6 @@ class _InOrder:
     def submit(self, job: Callable[[_Batch], None], batch: _Batch) -> None:
         self.wait()
         self._jobs.append((self._pool.submit(job, batch), batch))
-
-    def pending(self) -> list[_Batch]:
-        """Batches submitted and not yet finished."""
-        self.raise_failure()
-        return [batch for future, batch in self._jobs if not future.done()]
 
     def raise_failure(self) -> None:
         while self._jobs and self._jobs[0][0].done():

@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     backoff_base_s: float = Field(default=0.5, ge=0, alias="COINCAP_BACKOFF_BASE")
     backoff_max_s: float = Field(default=30.0, ge=0, alias="COINCAP_BACKOFF_MAX")
     max_retry_after_s: float = Field(default=120.0, ge=0, alias="COINCAP_MAX_RETRY_AFTER")
+    # One attempt of a CoinCap call in total (connect, redirects, the whole body); the read timeout is per socket read.
+    call_deadline_s: float = Field(default=120.0, gt=0, alias="COINCAP_CALL_DEADLINE")
+    # The largest answer accepted, counted as received and as decoded (a gzip bomb); a larger one is refused.
+    max_body_bytes: int = Field(default=32 * 1024**2, ge=1, alias="COINCAP_MAX_BODY_BYTES")
 
     # Scope: what a snapshot fetches. Empty means everything the endpoint lists.
     assets_limit: int | None = Field(default=None, ge=1, alias="COINCAP_ASSETS_LIMIT")  # top-N assets by rank

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from flows.coincap.client import CoinCapClient
+from flows.coincap.client import CoinCapClient, _origin, _same_host
 from flows.coincap.credits import credits_for
 from flows.errors import ApiError, AuthError, QuotaExhausted
 from flows.local_api import Faults, StubServer
@@ -117,3 +117,32 @@ def test_fail_first_n_recovers(settings, stub: StubServer):
     with CoinCapClient(settings) as client:
         data, _, _ = client.get("/rates")
     assert data and client.meter.total().retries == 3
+
+
+@pytest.mark.parametrize(
+    ("base", "target", "same"),
+    [
+        ("https://rest.coincap.io/v3", "https://rest.coincap.io/v3/assets?limit=1", True),
+        ("https://rest.coincap.io/v3", "https://REST.coincap.io:443/v3/assets", True),
+        ("https://rest.coincap.io/v3", "http://rest.coincap.io/v3/assets", False),  # a downgrade: the key in clear
+        ("https://rest.coincap.io/v3", "https://rest.coincap.io:8443/v3/assets", False),
+        ("https://rest.coincap.io/v3", "https://rest.coincap.io.evil.example/v3", False),
+        ("https://rest.coincap.io/v3", "https://rest.coincap.io@evil.example/v3", False),
+        ("https://rest.coincap.io/v3", "ftp://rest.coincap.io/v3", False),
+        ("http://127.0.0.1:8765/v3", "https://127.0.0.1/v3/assets", True),  # an upgrade
+        ("http://127.0.0.1:8765/v3", "http://localhost:8765/v3/assets", False),
+    ],
+)
+def test_redirects_stay_on_the_base_urls_host(base, target, same):
+    assert _same_host(base, target) is same
+
+
+def test_a_refused_redirect_names_the_host_never_its_credentials():
+    assert _origin("https://user:secret@evil.example:8443/x?apiKey=k") == "https://evil.example:8443"
+    assert _origin("http://[::1]:8080/v3") == "http://[::1]:8080"
+
+
+def test_a_call_may_lower_the_body_cap(settings, stub):
+    with CoinCapClient(settings) as client, pytest.raises(ApiError, match="more than 1,000 bytes"):
+        client.get("/assets", {"limit": 50}, max_body_bytes=1000)
+    assert stub.stats.total_requests == 1 and client.meter.total().calls == 1

@@ -314,6 +314,42 @@ def test_stop_cuts_keep_alive_connections(catalog: Catalog, session: requests.Se
         session.get(f"{srv.base_url}/rates", timeout=TIMEOUT)
 
 
+# ---- hostile mode -----------------------------------------------------------------------------------------
+
+
+def test_hostile_mode_offset_values_over_delivery_redirects_and_bomb(
+    catalog: Catalog, session: requests.Session
+) -> None:
+    faults = Faults(ignore_offset=True, drift_values=True, over_deliver=3)
+    with StubServer(catalog, faults=faults, api_keys={KEY}) as srv:
+        url = f"{srv.base_url}/assets"
+        first, second = (session.get(url, params={"limit": 10, "offset": o}, timeout=TIMEOUT).json()["data"]
+                         for o in (0, 10))  # fmt: skip
+        assert len(first) == len(second) == 13  # 3 beyond the limit
+        assert [a["id"] for a in first] == [a["id"] for a in second] == [a["id"] for a in catalog.assets[:13]]
+        assert first[0]["priceUsd"] != second[0]["priceUsd"], "values move between two calls"
+        assert first[0]["rank"] == second[0]["rank"] == catalog.assets[0]["rank"], "only decimals move"
+
+        srv.faults = Faults(redirect="other-host")
+        r = session.get(url, params={"limit": 5}, timeout=TIMEOUT, allow_redirects=False)
+        assert r.status_code == 307 and r.headers["Location"].startswith(f"http://localhost:{srv.port}/v3/assets?")
+        srv.faults = Faults(redirect="same-host")
+        r = session.get(url, params={"limit": 5}, timeout=TIMEOUT)
+        assert len(r.json()["data"]) == 5 and [x.status_code for x in r.history] == [307]
+        assert srv.stats.total_requests == 5 and srv.stats.injected["redirect (same host)"] == 1
+
+        srv.faults = Faults(gzip_bomb_mb=5)
+        r = session.get(url, timeout=TIMEOUT, stream=True)
+        assert r.headers["Content-Encoding"] == "gzip, gzip" and int(r.headers["Content-Length"]) < 1000
+        assert r.json() == {"data": [], "timestamp": 1763700000000} and len(r.content) > 5 * 1024 * 1024
+
+        srv.faults = Faults(trickle_s=0.02)  # 16 bytes every 20 ms: the read timeout, per read, never trips
+        started = time.perf_counter()
+        r = session.get(url, params={"limit": 1}, timeout=(TIMEOUT, 0.5))
+        assert r.json()["data"][0]["id"] == catalog.assets[0]["id"]
+        assert time.perf_counter() - started > 0.5 and srv.stats.injected["trickled answer"] == 1
+
+
 # ---- separate process -------------------------------------------------------------------------------------
 
 

@@ -38,6 +38,12 @@ _FAULT_HELP = {
     "drift_new_fields": "share of records with fields the v3 docs do not list",
     "drift_missing_optional": "share of records without their nullable fields",
     "drift_wrong_type": "share of records with a numeric field of the wrong JSON type",
+    "ignore_offset": "hostile: serve the first page whatever offset asks for",
+    "drift_values": "hostile: decimal values change on every answer, as live prices do",
+    "over_deliver": "hostile: rows served beyond the limit asked for",
+    "trickle_s": "hostile: send every answer 16 bytes at a time, one piece every this many seconds",
+    "redirect": "hostile: 307 every call once, to 'same-host' or to 'other-host' (localhost)",
+    "gzip_bomb_mb": "hostile: 200 answers are a gzip bomb inflating to this many MB",
 }
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import random
 import threading
+import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +60,15 @@ class Faults:
     drift_new_fields: float = 0.0  # share of records carrying fields the v3 docs do not list
     drift_missing_optional: float = 0.0  # share of records whose nullable fields are absent, not null
     drift_wrong_type: float = 0.0  # share of records with one numeric field of the wrong JSON type
+    # Hostile mode: what no honest CoinCap does, for the client's and the extract's bounds.
+    ignore_offset: bool = False  # every listing page is the first one, whatever `offset` asks for
+    drift_values: bool = False  # decimal values change on every answer, as live prices do (keys never change)
+    over_deliver: int = 0  # listing pages carry this many rows beyond `limit` (the rows that follow)
+    trickle_s: float = 0.0  # > 0: every answer (status line, headers, body) trickles out in small pieces, one
+    # piece every trickle_s seconds (a slowloris: each read gets a few bytes, so no read timeout ever trips)
+    redirect: str = ""  # "same-host" or "other-host": answer 307 to the same URL on this host (127.0.0.1) or on
+    # "localhost" (a host name of its own, served by this very server, so a client that follows gets data)
+    gzip_bomb_mb: int = 0  # > 0: 200 answers are a gzip body that inflates to this many MB of valid JSON
 
 
 @dataclass(frozen=True)
@@ -140,12 +153,15 @@ def page_rows(offset: int, limit: int, total: int, faults: Faults) -> list[int]:
     so the last rows of each page come again near the top of the next one. The shift depends on the offset
     alone (not on timing or request order), so a full pagination with a fixed limit, advancing offset by limit
     until a short page, still serves every row. `duplicate_rows` d prepends the d rows before the page: a page
-    may then hold up to limit + d rows.
+    may then hold up to limit + d rows. Hostile mode: `ignore_offset` serves offset 0 whatever was asked, and
+    `over_deliver` n serves n rows beyond the limit.
     """
+    if faults.ignore_offset:
+        offset = 0
     shift = min(max(0, faults.rank_shift), max(0, limit - 1))
     page = offset // limit if limit > 0 else 0
     start = min(total, max(0, offset - shift * page))
-    stop = min(total, start + limit)
+    stop = min(total, start + limit + max(0, faults.over_deliver))
     rows = list(range(start, stop))
     if shift and page and len(rows) > shift:
         rows[: 2 * shift] = rows[shift : 2 * shift] + rows[:shift]
@@ -223,3 +239,41 @@ def has_wrong_type(dataset: str, record: Any) -> bool:
         return False
     value = record.get(target)
     return isinstance(value, list | dict | bool)
+
+
+# ---- hostile mode ----------------------------------------------------------------------------------------
+
+
+def drift_values(record: Any, tick: int, keep: Collection[str]) -> Any:
+    """The record with every decimal string (a "." in it: prices, volumes, supplies) changed by a factor that depends
+    on `tick`, as live values move between two calls; fields in `keep` (the natural key) never change."""
+    if not isinstance(record, dict):
+        return record
+    factor = 1 + (tick % 997 + 1) * 1e-6
+    out = dict(record)
+    for name, value in record.items():
+        if name in keep or not isinstance(value, str) or "." not in value:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        if math.isfinite(number):
+            out[name] = f"{number * factor:.18f}"
+    return out
+
+
+GZIP_BOMB_ENCODING = "gzip, gzip"  # the Content-Encoding of `gzip_bomb`: compressed twice
+
+
+@functools.lru_cache(maxsize=2)
+def gzip_bomb(megabytes: int) -> bytes:
+    """A body, gzip inside gzip (`GZIP_BOMB_ENCODING`), that inflates to `megabytes` MB of a valid CoinCap envelope
+    (an empty list padded with spaces): under 1 KB for 200 MB. Cached: building 500 MB takes a second or two."""
+    inner = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # 16+: the gzip container
+    spaces = b" " * (1 << 20)
+    parts = [inner.compress(b'{"data":[')]
+    parts += [inner.compress(spaces) for _ in range(megabytes)]
+    parts += [inner.compress(b'],"timestamp":1763700000000}'), inner.flush()]
+    outer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return outer.compress(b"".join(parts)) + outer.flush()

@@ -7,6 +7,7 @@ benchmarks (a large synthetic snapshot served from another process, see `serve_i
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from flows.local_api.faults import (
     BAD_GATEWAY_BODY,
     DEPRECATION_MESSAGE,
     GARBAGE_BODY,
+    GZIP_BOMB_ENCODING,
     INTERNAL_ERROR_BODY,
     QUOTA_403_BODY,
     QUOTA_429_BODY,
@@ -42,7 +44,9 @@ from flows.local_api.faults import (
     FaultDice,
     Faults,
     drift_record,
+    drift_values,
     drifts,
+    gzip_bomb,
     page_rows,
 )
 
@@ -365,7 +369,8 @@ class StubServer(ThreadingHTTPServer):
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        self._closing = threading.Event()  # ends held answers (slow, hang) when the server stops
+        self._closing = threading.Event()  # ends held answers (slow, hang, trickle) when the server stops
+        self._ticks = itertools.count(1)  # drift_values: one tick per listing answered
         super().__init__((host, port), _Handler)
 
     @property
@@ -465,6 +470,13 @@ class StubServer(ThreadingHTTPServer):
         if not self._held(handler, draw.seq, draw.slow):
             return
         stats = self.stats
+        if faults.redirect and query.get("redirected") != "1":
+            # a proxy in front of the API moves every call once; "other-host" names this server by another name
+            host = "localhost" if faults.redirect == "other-host" else "127.0.0.1"
+            target = f"http://{host}:{self.port}{parts.path}?{parts.query}{'&' if parts.query else ''}redirected=1"
+            stats.count_fault(f"redirect ({'other' if host == 'localhost' else 'same'} host)")
+            handler.send(_Reply(307, _error("Temporary redirect"), headers={"Location": target}))
+            return
         if draw.fail_first:
             stats.count_fault("503 outage")
             handler.send(_Reply(503, UNAVAILABLE_BODY))
@@ -503,6 +515,10 @@ class StubServer(ThreadingHTTPServer):
                 reply = self._route(path, query)
             except _Reject as reject:
                 reply = reject.reply
+            if faults.gzip_bomb_mb > 0 and reply.status == 200:
+                stats.count_fault("gzip bomb")
+                headers = {**reply.headers, "Content-Encoding": GZIP_BOMB_ENCODING}
+                reply = _Reply(200, gzip_bomb(faults.gzip_bomb_mb), headers=headers)
             truncate = draw.truncate and reply.status == 200
             if truncate:
                 stats.count_fault("truncated body")
@@ -570,13 +586,20 @@ class StubServer(ThreadingHTTPServer):
         index = self._index
         matching = index.filtered(dataset, filters)
         total = len(index.catalog.records(dataset)) if matching is None else len(matching)
-        rows = page_rows(offset, limit, total, self._faults)
+        faults = self._faults
+        rows = page_rows(offset, limit, total, faults)
         self.stats.count_fault("rows repeated across pages", sum(1 for r in rows if r < offset))
+        if faults.over_deliver > 0:
+            self.stats.count_fault("rows beyond the limit", len(rows) - limit)
         positions = rows if matching is None else [matching[i] for i in rows]
         records = index.catalog.records(dataset)
         page = [records[i] for i in positions]
-        if drifts(self._faults):
+        if faults.drift_values:
+            tick, keep = next(self._ticks), NATURAL_KEYS[dataset]
+            page = [drift_values(r, tick, keep) for r in page]
+        if drifts(faults):
             page = self._drift(dataset, positions, page)
+        if drifts(faults) or faults.drift_values:
             return _Reply(200, _envelope(_encode(page)), dataset=dataset, records=page)
         data = b"[" + b",".join(index.encoded(dataset, positions)) + b"]"
         return _Reply(200, _envelope(data), dataset=dataset, records=page)
@@ -676,6 +699,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = reply.body[: len(reply.body) // 2] if truncate else reply.body
         if count:
             self.server.stats.count_response(reply, len(body), truncated=truncate)
+        trickle_s = self.server.faults.trickle_s if count else 0.0
+        if trickle_s > 0:
+            self.server.stats.count_fault("trickled answer")
+            self._trickle(reply, body, trickle_s)
+            return
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
@@ -686,6 +714,27 @@ class _Handler(BaseHTTPRequestHandler):
         if truncate:
             self.wfile.flush()
             self.close_connection = True
+
+    def _trickle(self, reply: _Reply, body: bytes, every_s: float) -> None:
+        """Write the whole answer, status line included, 16 bytes every `every_s` seconds, until it is sent, the
+        client leaves or the server stops; then close the connection."""
+        self.close_connection = True
+        lines = [f"{self.protocol_version} {reply.status} {self.responses.get(reply.status, ('',))[0]}"]
+        lines += [f"Content-Type: {reply.content_type}", f"Content-Length: {len(reply.body)}", "Connection: close"]
+        lines += [f"{name}: {value}" for name, value in reply.headers.items()]
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        closing = self.server._closing
+        for start in range(0, len(data), 16):
+            if closing.is_set() or _client_gone(self.connection):
+                self.server.stats.count_abandoned()
+                return
+            try:
+                self.wfile.write(data[start : start + 16])
+                self.wfile.flush()
+            except OSError:
+                self.server.stats.count_abandoned()
+                return
+            closing.wait(every_s)
 
     def drop(self) -> None:
         """Close the connection without writing a byte."""
