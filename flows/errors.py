@@ -61,3 +61,28 @@ class SnapshotIdError(ConfigError, ValueError):
 
     Also a ValueError, so callers that validated ids with `Snapshot.parse` keep catching it.
     """
+
+
+class NotWritable(StorageError):
+    """A path the run must write to refuses it for good (permissions, read-only or full disk, not a directory):
+    never retried, since waiting does not change it. One line naming the path."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"Cannot write to {path}: {reason};",
+            "make it writable (or free space) or set PIPELINE_DATA_DIR to a directory this user can write.",
+        )
+
+
+class DataDirBusy(PipelineError):
+    """Another run holds the data dir's lock (flows/lake/lock.py): two writers would collide on the warehouse."""
+
+    def __init__(self, data_dir: object, pid: int | None) -> None:
+        self.data_dir = data_dir
+        self.pid = pid
+        holder = f"pid {pid}" if pid else "pid unknown"
+        super().__init__(
+            f"Another run is writing to {data_dir} ({holder});", "wait for it or use another PIPELINE_DATA_DIR."
+        )

@@ -113,17 +113,19 @@ def extract_dataset(
     settings: Settings,
     progress: ProgressFn | None = None,
     stage_seconds: dict[str, float] | None = None,
+    meter: CreditMeter | None = None,
 ) -> tuple[DatasetReport, StagedFiles]:
     """Fetch every page of `dataset` and validate each record into staged lake files (not yet published).
 
     Publishing is the caller's step, so a snapshot lands only when all its datasets succeeded. `stage_seconds`,
     if given, accumulates busy seconds per stage, for the benchmark: fetch (HTTP and JSON parsing, in the fetching
     thread), fetch_wait (this thread waiting for a page), validate and lake (in the validating thread).
+    `meter`, if given, counts the calls (the caller reads what a failed attempt spent from it).
     """
     contract = CONTRACTS[dataset]
     report = DatasetReport(dataset=dataset, snapshot_id=snapshot.id)
     started = time.perf_counter()
-    meter = CreditMeter()
+    meter = meter if meter is not None else CreditMeter()
     staging = settings.data_dir.resolve() / "staging"
     landed = _LandedKeys(contract.key)
     rejected: set[str] = set()  # raw JSON of quarantined records: one served twice is quarantined once

@@ -1,14 +1,23 @@
 """The Prefect flows: one per dataset, and `snapshot`, which runs the four under one snapshot id, then dbt.
 
-The story of a snapshot: extract every dataset concurrently (each task pages, validates and stages its
-files) → publish the staged files only if every dataset succeeded → record run metrics → build the marts.
-Business logic lives in plain functions (`extract.py`, `transform.py`); tasks add retries and timeouts.
+The story of a snapshot: take the data dir's lock and check it is writable → extract every dataset concurrently
+(each task pages, validates and stages its files) → publish the staged files only if every dataset succeeded →
+record run metrics → build the marts. Business logic lives in plain functions (`extract.py`, `transform.py`);
+tasks add retries and timeouts.
+
+Run metrics are honest: a dataset is recorded `completed` only once its files are in the lake; a dataset that
+extracted fine but was not published (another dataset failed, or the publish did) is `failed`, saying why; and
+every step's calls and credits are recorded, failed attempts and failed steps included, so the credits in
+ops.pipeline_runs add up to what the client metered.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -16,17 +25,20 @@ from typing import Annotated, Any, Literal
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
-from prefect.context import get_run_context
+from prefect.context import TaskRunContext, get_run_context
 from prefect.states import State
 from pydantic import Field
 
 from flows.alerts import alert_on_failure, failure_alert, quality_alert, send_alert
+from flows.coincap.client import CallStats, CreditMeter
 from flows.coincap.endpoints import DATASETS
 from flows.contracts.datasets import CONTRACTS
 from flows.errors import ApiUnavailable, PipelineError, StorageError
 from flows.extract import DatasetReport, StagedFiles, extract_dataset
 from flows.lake.factory import lake_storage
+from flows.lake.lock import data_dir_lock
 from flows.lake.parquet import ensure_readable
+from flows.lake.storage import LocalStorage, ensure_writable, permanent_reason
 from flows.observability import configure_logging, publish_snapshot_artifact, redact_error, redacted_errors
 from flows.quality import QualityReport, run_checks
 from flows.settings import Settings, current_settings
@@ -78,14 +90,49 @@ class SnapshotSummary:
 
 
 def _retry_if_transient(task: Any, task_run: TaskRun, state: State) -> bool:
-    """Retry network/storage trouble; never a rejected key, a spent quota or a bad configuration."""
+    """Retry network/storage trouble; never a rejected key, a spent quota, a bad configuration, nor a path that
+    cannot be written (permissions, read-only or full disk): waiting does not fix those, it only hides them."""
     try:
         state.result()
-    except (ApiUnavailable, StorageError, OSError):
-        return True
+    except (ApiUnavailable, StorageError, OSError) as exc:
+        return permanent_reason(exc) is None
     except Exception:
         return False
     return False
+
+
+# ---- what an extract step spent, failed attempts included ---------------------------------------------------
+#
+# `extract_dataset` reports its calls only when it succeeds; the task passes it a meter and, when an attempt fails,
+# records what that meter counted, so the flow can put it on the failed step's row.
+
+
+@dataclass
+class _Spent:
+    """Calls, credits and seconds of an extract task's failed attempts."""
+
+    stats: CallStats = field(default_factory=CallStats)
+    seconds: float = 0.0
+
+
+_failed_attempts: dict[Any, _Spent] = {}  # task run id -> what its failed attempts spent (the flow pops it)
+_failed_attempts_lock = threading.Lock()
+
+
+def _count_failed_attempt(meters: list[CreditMeter], seconds: float) -> None:
+    context = TaskRunContext.get()
+    if context is None:
+        return
+    with _failed_attempts_lock:
+        spent = _failed_attempts.setdefault(context.task_run.id, _Spent())
+        for meter in meters:
+            spent.stats.add(meter.total())
+        spent.seconds += seconds
+
+
+def _spent_by(task_run_id: Any) -> _Spent:
+    with _failed_attempts_lock:
+        return _failed_attempts.pop(task_run_id, None) or _Spent()
 
 
 @task(
@@ -115,7 +162,15 @@ def _extract(dataset: Dataset, snapshot_id: str) -> tuple[DatasetReport, StagedF
             last_log[0] = now
             logger.info("%s: %d pages, %d records so far", name, pages, records)
 
-    report, staged = extract_dataset(dataset, Snapshot.parse(snapshot_id), settings=settings, progress=progress)
+    meter = CreditMeter()
+    started = time.perf_counter()
+    try:
+        report, staged = extract_dataset(
+            dataset, Snapshot.parse(snapshot_id), settings=settings, progress=progress, meter=meter
+        )
+    except BaseException:
+        _count_failed_attempt([meter], time.perf_counter() - started)  # recorded by the flow, with the step
+        raise
     logger.info(
         "%s: %d valid, %d quarantined, %d duplicates dropped, %d calls, %d credits, %.1fs",
         dataset, report.valid, report.quarantined, report.duplicates, report.calls, report.credits, report.seconds,
@@ -126,7 +181,14 @@ def _extract(dataset: Dataset, snapshot_id: str) -> tuple[DatasetReport, StagedF
     return report, staged
 
 
-@task(name="publish", retries=2, retry_delay_seconds=5, timeout_seconds=1800, cache_policy=NO_CACHE)
+@task(
+    name="publish",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_if_transient,
+    timeout_seconds=1800,
+    cache_policy=NO_CACHE,
+)
 def publish_task(staged: list[StagedFiles]) -> list[str]:
     """Publish a snapshot's staged files to the lake, each object atomically."""
     with redacted_errors():
@@ -197,30 +259,51 @@ def _run_snapshot(datasets: list[Dataset], snapshot_id: str | None, transform: b
     snap = Snapshot.parse(snapshot_id) if snapshot_id else Snapshot.now()
     logger.info("snapshot %s: extracting %s from %s", snap.id, ", ".join(datasets), settings.api_base_url)
 
+    _check_writable(settings)  # before any credit is spent
     futures = {d: extract_task.submit(d, snap.id) for d in dict.fromkeys(datasets)}
     results: dict[str, tuple[DatasetReport, StagedFiles]] = {}
     errors: dict[str, BaseException] = {}
+    spent: dict[str, _Spent] = {}
     for dataset, future in futures.items():
         try:
             results[dataset] = future.result()
         except BaseException as exc:  # collect all, so one failure never leaves others' files staged
             errors[dataset] = exc
+        spent[dataset] = _spent_by(future.task_run_id)  # what failed attempts cost: counted with the step
+        if dataset in results:
+            _add_spent(results[dataset][0], spent[dataset])
 
     run_id = _flow_run_id()
     store = warehouse(settings)
     if errors:
         for _, staged in results.values():
             staged.discard()
-        store.record_runs(
-            [_metrics_row(r, run_id, "completed") for r, _ in results.values()]
-            + [_step_row(d, snap.id, run_id, "failed", None, e) for d, e in errors.items()]
-        )
         first = next(iter(errors.values()))
+        why = f"not published: {', '.join(errors)} failed ({redact_error(first, 300)})"
+        store.record_runs(
+            [_unpublished_row(r, run_id, why) for r, _ in results.values()]
+            + [_failed_step_row(d, snap.id, run_id, spent[d], e) for d, e in errors.items()]
+        )
         logger.error("snapshot %s: nothing published (%s)", snap.id, first)
         raise first
 
     reports = [results[d][0] for d in futures]
-    publish_task([results[d][1] for d in futures])
+    staged_files = [results[d][1] for d in futures]
+    try:
+        publish_task(staged_files)
+    except BaseException as exc:
+        # Each object is published atomically, a dataset's files one after another: a dataset whose files all
+        # went in is complete; the others are not, whatever their extract did.
+        why = f"not published: the publish failed ({redact_error(exc, 300)})"
+        store.record_runs(
+            [
+                _metrics_row(r, run_id, "completed") if not files.puts else _unpublished_row(r, run_id, why)
+                for r, files in zip(reports, staged_files, strict=True)
+            ]
+        )
+        for files in staged_files:
+            files.discard()
+        raise
     store.record_runs([_metrics_row(r, run_id, "completed") for r in reports])
 
     outcome = _build_marts(store, snap.id, run_id) if transform else None
@@ -250,8 +333,52 @@ def _build_marts(store: Any, snapshot_id: str, run_id: str | None, full_refresh:
     return outcome
 
 
+def _check_writable(settings: Settings) -> None:
+    """Every local folder the run writes (staging, the lake, the warehouse's), or one line naming the one that is
+    not writable: at once, before any credit is spent, instead of at the first write or the publish."""
+    data_dir = settings.data_dir.resolve()
+    folders = [data_dir, data_dir / "staging"]  # the data dir also holds the DuckDB warehouse and dbt's files
+    lake = lake_storage(settings)
+    if isinstance(lake, LocalStorage):
+        folders.append(lake.root)
+    for folder in folders:
+        ensure_writable(folder)
+
+
+def _add_spent(report: DatasetReport, spent: _Spent) -> None:
+    """Count the failed attempts before a successful one in its report (the retries cost credits too)."""
+    stats = spent.stats
+    report.calls += stats.calls
+    report.failed_calls += stats.failed_calls
+    report.retries += stats.retries
+    report.bytes += stats.bytes
+    report.credits += stats.credits
+    report.seconds += spent.seconds
+
+
 def _metrics_row(report: DatasetReport, run_id: str | None, status: str) -> dict[str, Any]:
     return {**report.as_row(), "step": report.dataset, "flow_run_id": run_id, "status": status}
+
+
+def _unpublished_row(report: DatasetReport, run_id: str | None, why: str) -> dict[str, Any]:
+    """A dataset extracted but not published: `failed`, with what it served and spent; nothing landed."""
+    row = _metrics_row(report, run_id, "failed")
+    return {**row, "valid": None, "quarantined": None, "files": [], "error": why}
+
+
+def _failed_step_row(
+    dataset: str, snapshot_id: str, run_id: str | None, spent: _Spent, exc: BaseException
+) -> dict[str, Any]:
+    """A dataset whose extract failed: its error, and the calls and credits its attempts spent."""
+    stats = spent.stats
+    return {
+        **_step_row(dataset, snapshot_id, run_id, "failed", spent.seconds, exc),
+        "calls": stats.calls,
+        "failed_calls": stats.failed_calls,
+        "retries": stats.retries,
+        "bytes": stats.bytes,
+        "credits": stats.credits,
+    }
 
 
 def _step_row(
@@ -273,6 +400,14 @@ def _step_row(
     }
 
 
+@contextmanager
+def _one_run_per_data_dir() -> Iterator[None]:
+    """Hold the data dir's lock for the whole run: a second run on it stops at once with one line ("another run
+    is writing to …") instead of colliding with this one on DuckDB's lock halfway through."""
+    with data_dir_lock(current_settings().data_dir):
+        yield
+
+
 @flow(
     name="snapshot",
     log_prints=True,
@@ -286,7 +421,7 @@ def snapshot_flow(
     transform: bool = True,
 ) -> SnapshotSummary:
     """Extract assets, rates, exchanges and markets under one snapshot id, then build the marts with dbt."""
-    with redacted_errors():
+    with redacted_errors(), _one_run_per_data_dir():
         return _run_snapshot(datasets, snapshot_id, transform)
 
 
@@ -299,7 +434,7 @@ def _dataset_flow(dataset: Dataset) -> Any:
         on_crashed=[alert_on_failure],
     )
     def dataset_flow(snapshot_id: SnapshotId | None = None, transform: bool = False) -> SnapshotSummary:
-        with redacted_errors():
+        with redacted_errors(), _one_run_per_data_dir():
             return _run_snapshot([dataset], snapshot_id, transform)
 
     dataset_flow.__doc__ = f"Extract {dataset} for one snapshot (optionally rebuild the marts)."
@@ -317,7 +452,7 @@ markets_flow = _dataset_flow("markets")
 def transform_flow(full_refresh: bool = False) -> DbtOutcome:
     """Build and test the marts from what is in the lake."""
     # A dbt-only run is recorded under the moment it ran, in the snapshot-id format.
-    with redacted_errors():
+    with redacted_errors(), _one_run_per_data_dir():
         run_id = _flow_run_id()
         outcome = _build_marts(warehouse(current_settings()), Snapshot.now().id, run_id, full_refresh)
         _check_quality(None, run_id)  # each dataset's latest snapshot

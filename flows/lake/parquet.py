@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -10,7 +11,8 @@ from types import TracebackType
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flows.lake.storage import LakeStorage
+from flows.errors import NotWritable
+from flows.lake.storage import LakeStorage, not_writable
 
 ZONE_DATA = "coincap"
 ZONE_QUARANTINE = "quarantine"
@@ -29,8 +31,12 @@ class StagedParquet:
     """
 
     def __init__(self, schema: pa.Schema, staging_dir: Path) -> None:
-        staging_dir.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(suffix=".parquet", dir=staging_dir)
+        try:
+            staging_dir.mkdir(parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(suffix=".parquet", dir=staging_dir)
+        except OSError as exc:  # a read-only or full data dir: one line naming it, never retried
+            _raise_permanent(exc, staging_dir)
+            raise
         Path(name).touch()
         self.path = Path(name)
         self.schema = schema
@@ -50,21 +56,31 @@ class StagedParquet:
         if table.num_rows == 0:
             return
         assert self._writer is not None, "write after close"
-        self._writer.write_table(table.cast(self.schema), row_group_size=128 * 1024)
+        try:
+            self._writer.write_table(table.cast(self.schema), row_group_size=128 * 1024)
+        except OSError as exc:  # a full disk: one line naming the staging folder, never retried
+            _raise_permanent(exc, self.path.parent)
+            raise
         self.rows += table.num_rows
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()  # an empty file still gets the schema, so readers' globs keep working
-            self._writer = None
-            self._handle.close()
+            writer, self._writer = self._writer, None
+            try:
+                writer.close()  # an empty file still gets the schema, so readers' globs keep working
+            except OSError as exc:
+                _raise_permanent(exc, self.path.parent)
+                raise
+            finally:
+                self._handle.close()
 
     def publish(self, storage: LakeStorage, key: str) -> None:
         self.close()
         storage.put_file(self.path, key)
 
     def discard(self) -> None:
-        self.close()
+        with contextlib.suppress(OSError, NotWritable):  # cleanup: the failure that led here is the one to report
+            self.close()
         self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> StagedParquet:
@@ -74,6 +90,13 @@ class StagedParquet:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.discard()
+
+
+def _raise_permanent(exc: OSError, folder: Path) -> None:
+    """Raise `NotWritable` naming `folder` when `exc` is a failure no retry can fix; return otherwise."""
+    permanent = not_writable(exc, folder)
+    if permanent is not None:
+        raise permanent from None
 
 
 # A dataset that has never been extracted (say, the first run was `--dataset assets`) has no files, and

@@ -8,15 +8,74 @@ that putting the same key twice replaces it (idempotent re-runs).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
 import socket
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from flows.errors import StorageError
+from flows.errors import NotWritable, StorageError
+
+# OS errors that waiting does not cure: retrying them only delays the one line saying which path to fix.
+_PERMANENT = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large",
+    errno.ENOTDIR: "not a directory (a file is in its path)",
+}
+# The same, as libraries that lose the errno word them (DuckDB, Arrow): lower-case fragments of strerror.
+_PERMANENT_WORDS = {
+    "permission denied": "permission denied",
+    "operation not permitted": "permission denied",
+    "read-only file system": "read-only file system",
+    "no space left": "no space left on device",
+    "disk quota exceeded": "disk quota exceeded",
+    "not a directory": "not a directory (a file is in its path)",
+}
+
+
+def permanent_reason(exc: BaseException) -> str | None:
+    """Why `exc` is a file-system failure no retry can fix (permissions, read-only or full disk, a file where a
+    folder should be), in a few words; None for anything else."""
+    if isinstance(exc, NotWritable):
+        return exc.reason
+    if isinstance(exc, OSError) and exc.errno in _PERMANENT:
+        return _PERMANENT[exc.errno]
+    module = type(exc).__module__
+    # Arrow's IO errors carry the words, not the errno; so do DuckDB's. Network errors are never file-system ones.
+    worded = isinstance(exc, OSError) and exc.errno is None and not module.startswith(("requests", "urllib3"))
+    if worded or module.lstrip("_") == "duckdb":
+        text = str(exc).lower()
+        return next((reason for words, reason in _PERMANENT_WORDS.items() if words in text), None)
+    return None
+
+
+def not_writable(exc: BaseException, path: Path | str) -> NotWritable | None:
+    """`exc` as one line naming `path` when it is a permanent file-system failure (see `permanent_reason`)."""
+    if isinstance(exc, NotWritable):
+        return exc
+    reason = permanent_reason(exc)
+    return NotWritable(path, reason) if reason else None
+
+
+def ensure_writable(folder: Path) -> None:
+    """Create `folder` if needed and prove a file can be created in it, or raise `NotWritable` naming it: a run
+    checks this before it spends credits, instead of failing at its first write (or its last, the publish)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise not_writable(exc, folder) or StorageError(
+            f"Cannot use {folder} ({exc.strerror or exc}).", "Check that PIPELINE_DATA_DIR is a local folder."
+        ) from None
 
 
 @runtime_checkable
@@ -100,6 +159,9 @@ class LocalStorage:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
+            permanent = not_writable(exc, dest.parent)
+            if permanent is not None:  # not retried: one line naming the folder
+                raise permanent from None
             raise StorageError(
                 f"Could not write {dest} ({exc.strerror or exc}).",
                 "Check free disk space and that PIPELINE_DATA_DIR is writable.",

@@ -10,6 +10,7 @@ from typing import Any
 import duckdb
 
 from flows.errors import ConfigError, PipelineError
+from flows.lake.storage import not_writable
 from flows.observability import redact_row
 
 # How long a connection waits for another process to release the file before giving up with one line.
@@ -89,7 +90,13 @@ class LocalWarehouse:
         return str(self.path)
 
     def _connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            permanent = not_writable(exc, self.path.parent)
+            if permanent is not None:
+                raise permanent from None
+            raise
         deadline = time.monotonic() + LOCK_WAIT_S
         delay = 0.05
         while True:
@@ -102,6 +109,10 @@ class LocalWarehouse:
                 con = duckdb.connect(str(self.path))
                 break
             except duckdb.IOException as exc:
+                # A read-only or full folder is no lock: one line naming it, at once (waiting does not change it).
+                permanent = not_writable(exc, self.path)
+                if permanent is not None:
+                    raise permanent from None
                 # Another process (the dashboard, a SQL shell, a parallel run) holds the file for a moment: wait a
                 # little, since its connections are short-lived too.
                 if "lock" in str(exc).lower() and time.monotonic() < deadline:
