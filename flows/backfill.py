@@ -43,7 +43,7 @@ from flows.coincap.client import CallStats, CoinCapClient, CreditMeter
 from flows.coincap.credits import credits_for
 from flows.contracts.columns import API_TIMESTAMP, QUARANTINE_SCHEMA, SNAPSHOT_ID, SNAPSHOT_TS, TIMESTAMP_TYPE
 from flows.contracts.datasets import ASSET_HISTORY
-from flows.contracts.validate import validate_records
+from flows.contracts.validate import plausible_api_timestamp, validate_records
 from flows.errors import ApiError, ConfigError
 from flows.lake.factory import lake_storage
 from flows.lake.parquet import ZONE_DATA, ZONE_QUARANTINE, StagedParquet
@@ -595,7 +595,7 @@ class _Run:
                 self.budget.release(reserved)
             self.check_points(chunk, data, previous_points)
             previous_points = len(data)
-            api_ts = datetime.fromtimestamp(timestamp / 1000, UTC) if timestamp else None
+            api_ts = plausible_api_timestamp(timestamp)  # None when implausible, never raises
             item = _Fetched(chunk, data, api_ts, refetch=chunk.key in self.plan.refetch)
             while True:  # a bounded queue: memory stays flat however far ahead the fetches run
                 try:

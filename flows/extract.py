@@ -33,7 +33,7 @@ from flows.coincap.client import CallStats, CoinCapClient, CreditMeter, Page
 from flows.coincap.endpoints import Endpoint, scoped_requests
 from flows.contracts.columns import QUARANTINE_SCHEMA
 from flows.contracts.datasets import CONTRACTS
-from flows.contracts.validate import check_records
+from flows.contracts.validate import check_records, plausible_api_timestamp
 from flows.errors import ApiError
 from flows.lake.parquet import ZONE_DATA, ZONE_QUARANTINE, StagedParquet, snapshot_key
 from flows.lake.storage import LakeStorage
@@ -161,7 +161,7 @@ def extract_dataset(
                 # landed before the next page is looked at, as when each page is validated on its own
                 landed.add(keys, [i - offset for i in fresh if checked.passes(i)])
                 rows += fresh
-                api_ts = datetime.fromtimestamp(page.timestamp_ms / 1000, UTC) if page.timestamp_ms else None
+                api_ts = plausible_api_timestamp(page.timestamp_ms)  # None for year 9999, seconds, 2**63 - 1
                 stamps += [api_ts] * len(fresh)
                 page_of_reject += [number] * sum(1 for i in fresh if not checked.passes(i))
                 offset += len(page.records)

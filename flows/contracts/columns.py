@@ -7,6 +7,7 @@ A `Contract` is defined once per dataset (see `datasets.py`); the Pandera schema
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -18,6 +19,31 @@ DECIMAL_PRECISION = 38
 DECIMAL_SCALE = 18
 DECIMAL_TYPE = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
+
+# ---------------------------------------------------------------------------------- plausibility ranges
+# A value the types can hold is not necessarily one the warehouse can use: the contract quarantines, with a
+# reason, what no real CoinCap answer carries, so one hostile value can never wedge a later dbt build.
+
+# Amounts in USD (prices, market caps, volumes, rates) are summed by the marts: DuckDB sums a DECIMAL(38, 18)
+# into a DECIMAL(38, 18) (20 integer digits) and fails, or wraps around, past ~1.7e20; BigQuery's BIGNUMERIC
+# holds ~5.7e38, so DuckDB binds. Below 1e15 each, a sum over 100,000 rows stays below 1e20 (a snapshot holds
+# a few thousand assets and ~10,000 markets; a 30-day window ~9,000 prices of one asset). 1e15 USD is about ten
+# times the world's yearly GDP and hundreds of times the whole crypto market's capitalisation.
+# dbt/macros/plausible_amount.sql repeats the bound (tests check they agree).
+MAX_USD = Decimal("1e15")
+# Counts and ranks: below 1e13 each, a sum over 100,000 rows stays below 1e18, inside INT64 on both engines.
+MAX_COUNT = 10**13
+# Unix milliseconds: nothing CoinCap reports predates Bitcoin (2009), and nothing is later than now plus a day
+# of clock skew. A value between the same bounds in seconds is almost surely seconds (the reason says so).
+# dbt/macros/cross_db/ms_to_timestamp.sql keeps the lower bound (tests check they agree).
+EPOCH_MS_MIN = 1_230_768_000_000  # 2009-01-01T00:00:00Z
+EPOCH_MS_FUTURE = timedelta(days=1)
+
+
+def epoch_ms_bounds(now: datetime | None = None) -> tuple[int, int]:
+    """The plausible range of a Unix-millisecond timestamp, both ends included: 2009-01-01 to now + 1 day."""
+    now = now or datetime.now(UTC)
+    return EPOCH_MS_MIN, int((now + EPOCH_MS_FUTURE).timestamp() * 1000)
 
 
 class Kind(StrEnum):
@@ -49,6 +75,11 @@ class Column:
     ge: Decimal | int | None = None
     isin: tuple[str, ...] | None = None
     description: str = ""
+    # |value| must be below this (MAX_USD, MAX_COUNT): what the warehouse can sum; decimals are always below 1e20
+    max_abs: Decimal | int | None = None
+    # an integer of Unix milliseconds, within `epoch_ms_bounds()`; `unknown_ms` is a sentinel accepted as is
+    epoch_ms: bool = False
+    unknown_ms: int | None = None
 
     @property
     def arrow_type(self) -> pa.DataType:

@@ -2,11 +2,13 @@
 
 Required fields are the natural key and the measure a row exists for; every other documented field is
 optional because CoinCap sends `null` for it in real responses (maxSupply, vwap24Hr, explorer, ...).
+Numbers carry plausibility ranges (see `columns.py`): USD amounts below MAX_USD and counts below MAX_COUNT, so the
+warehouse can sum them, and Unix-millisecond times between 2009 and now + 1 day.
 """
 
 from __future__ import annotations
 
-from flows.contracts.columns import Column, Contract, Kind
+from flows.contracts.columns import MAX_COUNT, MAX_USD, Column, Contract, Kind
 
 ASSETS = Contract(
     dataset="assets",
@@ -14,16 +16,20 @@ ASSETS = Contract(
     description="One row per asset per snapshot, from GET /assets.",
     columns=(
         Column("id", Kind.string, required=True, description="Asset slug, e.g. bitcoin"),
-        Column("rank", Kind.integer, required=True, ge=1, description="Rank by market cap"),
+        Column("rank", Kind.integer, required=True, ge=1, description="Rank by market cap", max_abs=MAX_COUNT),
         Column("symbol", Kind.string, required=True, description="Ticker, e.g. BTC"),
         Column("name", Kind.string, required=True, description="Display name"),
         Column("supply", Kind.decimal, ge=0, description="Circulating supply"),
         Column("maxSupply", Kind.decimal, ge=0, description="Maximum supply; null when unlimited"),
-        Column("marketCapUsd", Kind.decimal, ge=0, description="supply x price, in USD"),
-        Column("volumeUsd24Hr", Kind.decimal, ge=0, description="Traded volume over 24 hours, in USD"),
-        Column("priceUsd", Kind.decimal, required=True, ge=0, description="Volume-weighted price in USD"),
+        Column("marketCapUsd", Kind.decimal, ge=0, description="supply x price, in USD", max_abs=MAX_USD),
+        Column("volumeUsd24Hr", Kind.decimal, ge=0, description="Traded volume over 24 hours, in USD", max_abs=MAX_USD),
+        Column(
+            "priceUsd", Kind.decimal, required=True, ge=0, description="Volume-weighted price in USD", max_abs=MAX_USD
+        ),
         Column("changePercent24Hr", Kind.decimal, description="Price change over 24 hours, in percent"),
-        Column("vwap24Hr", Kind.decimal, ge=0, description="Volume-weighted average price over 24 hours"),
+        Column(
+            "vwap24Hr", Kind.decimal, ge=0, description="Volume-weighted average price over 24 hours", max_abs=MAX_USD
+        ),
         Column("explorer", Kind.string, description="Block explorer URL"),
         Column("tokens", Kind.json, description="Chain id -> contract addresses, as JSON text"),
     ),
@@ -38,7 +44,7 @@ RATES = Contract(
         Column("symbol", Kind.string, required=True, description="Currency code, e.g. EUR"),
         Column("currencySymbol", Kind.string, description="Sign, e.g. EUR sign; null for some fiat"),
         Column("type", Kind.string, required=True, isin=("crypto", "fiat"), description="crypto or fiat"),
-        Column("rateUsd", Kind.decimal, required=True, ge=0, description="Value of one unit in USD"),
+        Column("rateUsd", Kind.decimal, required=True, ge=0, description="Value of one unit in USD", max_abs=MAX_USD),
     ),
 )
 
@@ -49,13 +55,15 @@ EXCHANGES = Contract(
     columns=(
         Column("exchangeId", Kind.string, required=True, description="Exchange slug, e.g. kraken"),
         Column("name", Kind.string, required=True, description="Display name"),
-        Column("rank", Kind.integer, required=True, ge=1, description="Rank by volume"),
+        Column("rank", Kind.integer, required=True, ge=1, description="Rank by volume", max_abs=MAX_COUNT),
         Column("percentTotalVolume", Kind.decimal, ge=0, description="Share of total volume, percent"),
-        Column("volumeUsd", Kind.decimal, ge=0, description="Volume over 24 hours, USD"),
-        Column("tradingPairs", Kind.integer, ge=0, description="Number of markets listed"),
+        Column("volumeUsd", Kind.decimal, ge=0, description="Volume over 24 hours, USD", max_abs=MAX_USD),
+        Column("tradingPairs", Kind.integer, ge=0, description="Number of markets listed", max_abs=MAX_COUNT),
         Column("socket", Kind.boolean, description="Whether CoinCap streams its trades"),
         Column("exchangeUrl", Kind.string, description="Exchange web site"),
-        Column("updated", Kind.integer, ge=0, description="Last update, Unix ms; 0 when unknown"),
+        Column(
+            "updated", Kind.integer, epoch_ms=True, unknown_ms=0, description="Last update, Unix ms; 0 when unknown"
+        ),
     ),
 )
 
@@ -65,17 +73,17 @@ MARKETS = Contract(
     description="One row per exchange x base x quote per snapshot, from GET /markets.",
     columns=(
         Column("exchangeId", Kind.string, required=True, description="Exchange slug"),
-        Column("rank", Kind.integer, ge=1, description="Rank of the market on its exchange"),
+        Column("rank", Kind.integer, ge=1, description="Rank of the market on its exchange", max_abs=MAX_COUNT),
         Column("baseSymbol", Kind.string, required=True, description="Base asset ticker"),
         Column("baseId", Kind.string, required=True, description="Base asset slug"),
         Column("quoteSymbol", Kind.string, required=True, description="Quote asset ticker"),
         Column("quoteId", Kind.string, required=True, description="Quote asset slug"),
         Column("priceQuote", Kind.decimal, ge=0, description="Price of the base in the quote asset"),
-        Column("priceUsd", Kind.decimal, required=True, ge=0, description="Price of the base in USD"),
-        Column("volumeUsd24Hr", Kind.decimal, ge=0, description="Volume over 24 hours, USD"),
+        Column("priceUsd", Kind.decimal, required=True, ge=0, description="Price of the base in USD", max_abs=MAX_USD),
+        Column("volumeUsd24Hr", Kind.decimal, ge=0, description="Volume over 24 hours, USD", max_abs=MAX_USD),
         Column("percentExchangeVolume", Kind.decimal, ge=0, description="Share of the exchange volume"),
-        Column("tradesCount24Hr", Kind.integer, ge=0, description="Trades over 24 hours"),
-        Column("updated", Kind.integer, ge=0, description="Last update, Unix ms"),
+        Column("tradesCount24Hr", Kind.integer, ge=0, description="Trades over 24 hours", max_abs=MAX_COUNT),
+        Column("updated", Kind.integer, epoch_ms=True, unknown_ms=0, description="Last update, Unix ms"),
     ),
 )
 
@@ -99,8 +107,21 @@ ASSET_HISTORY = Contract(
             isin=("m1", "m5", "m15", "m30", "h1", "h2", "h6", "h12", "d1"),
             description="CoinCap interval of the series, e.g. d1 (added by the pipeline)",
         ),
-        Column("priceUsd", Kind.decimal, required=True, ge=0, description="Price in USD; d1 is the UTC day's average"),
-        Column("time", Kind.integer, required=True, ge=0, description="Start of the point's interval, Unix ms (UTC)"),
+        Column(
+            "priceUsd",
+            Kind.decimal,
+            required=True,
+            ge=0,
+            description="Price in USD; d1 is the UTC day's average",
+            max_abs=MAX_USD,
+        ),
+        Column(
+            "time",
+            Kind.integer,
+            required=True,
+            epoch_ms=True,
+            description="Start of the point's interval, Unix ms (UTC)",
+        ),
         Column("date", Kind.string, description="The same instant as ISO 8601 text"),
         Column(
             "circulatingSupply",
@@ -121,6 +142,8 @@ PRICES_STREAM = Contract(
     ),
     columns=(
         Column("asset_id", Kind.string, required=True, description="Asset slug, a key of the message"),
-        Column("price_usd", Kind.decimal, required=True, ge=0, description="Price in USD, the key's value"),
+        Column(
+            "price_usd", Kind.decimal, required=True, ge=0, description="Price in USD, the key's value", max_abs=MAX_USD
+        ),
     ),
 )

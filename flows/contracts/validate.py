@@ -5,17 +5,23 @@ Two steps, both per column (vectorised) rather than per row:
    only a column that fails the fast cast is re-parsed value by value to find and explain the bad rows;
 2. Pandera: the contract's checks (required, ranges, allowed values) on the parsed frame, lazily, so every
    failing row gets every reason and valid rows are never held back by invalid ones.
+
+Numbers are accepted only in plain ASCII form (digits, one '.', a leading '-', an exponent): Python's int() and
+Decimal() also take " 1 ", "1_000", full-width and Arabic-Indic digits, and Arrow's cast takes "0x10". Ranges
+include plausibility (see `columns.py`): amounts the warehouse can sum, timestamps in milliseconds between 2009
+and now + 1 day, and a negative that rounds to 0 at 18 decimals is still below a `ge=0`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
-from functools import cache
+from functools import cache, partial
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
@@ -40,12 +46,31 @@ from flows.contracts.columns import (
     Column,
     Contract,
     Kind,
+    epoch_ms_bounds,
 )
 
 _MAX_INTEGER_DIGITS = DECIMAL_PRECISION - DECIMAL_SCALE
 _QUANTUM = Decimal(1).scaleb(-DECIMAL_SCALE)
+_ONE = Decimal(1)
 _WIDE_CONTEXT = Context(prec=200)
 _INT64_MAX = 2**63 - 1
+_INT64_DIGITS = len(str(_INT64_MAX))
+
+# The only spellings of numbers accepted (ASCII only: `[0-9]`, never `\d`, which matches any Unicode digit).
+# A JSON number reaches the decimal parser as its repr(), e.g. 1e-07 or 1e+20, which the first pattern covers.
+_DECIMAL_PATTERN = r"^-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$"
+_INTEGER_PATTERN = r"^-?[0-9]+$"
+_DECIMAL_RE = re.compile(_DECIMAL_PATTERN)
+_INTEGER_RE = re.compile(_INTEGER_PATTERN)
+# What Arrow's vectorised casts may see. Arrow's string->decimal cast wraps around silently when the digits
+# do not fit the target's precision after rescaling to its scale (23 integer digits into decimal(38, 18), or
+# 19 + 20 digits, can come out as another number, 1,000 nines as -1): so the narrow cast only sees at most 20
+# integer and 18 decimal digits (38 in all), the wide decimal256(58, 38) one at most 19 and 38 (57 in all).
+# Every other string (exponents, long ones) takes the exact, per-value Decimal path.
+_NARROW_DECIMAL_PATTERN = r"^-?[0-9]{1,20}(?:\.[0-9]{1,18})?$"
+_WIDE_DECIMAL_PATTERN = r"^-?[0-9]{1,19}(?:\.[0-9]{1,38})?$"
+_FAST_INTEGER_PATTERN = r"^-?[0-9]{1,18}$"  # 18 digits always fit an int64
+_NON_FINITE = frozenset({"nan", "snan", "inf", "infinity"})
 
 
 @dataclass
@@ -74,6 +99,13 @@ def pandera_schema(contract: Contract) -> pa_schema.DataFrameSchema:
         if col.ge is not None:
             bound = Decimal(col.ge) if col.kind is Kind.decimal else col.ge
             checks.append(pa_schema.Check.ge(bound))
+        if col.max_abs is not None:
+            limit = Decimal(col.max_abs) if col.kind is Kind.decimal else col.max_abs
+            checks.append(pa_schema.Check.lt(limit))
+            if col.ge is None or col.ge < -limit:
+                checks.append(pa_schema.Check.gt(-limit))
+        if col.epoch_ms:
+            checks.append(_epoch_ms_check(col.unknown_ms))
         if col.isin is not None:
             checks.append(pa_schema.Check.isin(list(col.isin)))
         if col.required and col.kind is Kind.string:
@@ -88,6 +120,42 @@ def pandera_schema(contract: Contract) -> pa_schema.DataFrameSchema:
         unique=list(contract.key),
         report_duplicates="exclude_first",
     )
+
+
+_EPOCH_MS_CHECK = "plausible_epoch_ms"
+
+
+def _epoch_ms_check(unknown_ms: int | None) -> pa_schema.Check:
+    """Unix milliseconds between 2009 and now + 1 day (the bounds are taken when a batch is checked)."""
+
+    def plausible(values: pd.Series) -> pd.Series:
+        low, high = epoch_ms_bounds()
+        ok = (values >= low) & (values <= high)
+        if unknown_ms is not None:
+            ok = ok | (values == unknown_ms)
+        return ok.fillna(True)
+
+    return pa_schema.Check(plausible, name=_EPOCH_MS_CHECK)
+
+
+def plausible_api_timestamp(value: int | datetime | None, now: datetime | None = None) -> datetime | None:
+    """A response's `timestamp` (Unix ms, or a datetime already) as a UTC datetime; None when implausible.
+
+    The API timestamp describes the answer, not a record: an implausible one (year 9999, seconds instead of
+    milliseconds, 2**63 - 1) is dropped rather than quarantining the page, and never raises.
+    """
+    if value is None:
+        return None
+    low, high = epoch_ms_bounds(now)
+    if isinstance(value, datetime):
+        ms = (value.replace(tzinfo=value.tzinfo or UTC) - _EPOCH).total_seconds() * 1000  # naive: UTC, as Arrow
+        return value if low <= ms <= high else None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return None
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def validate_records(
@@ -179,7 +247,7 @@ class CheckedRecords:
         reasons = self.reasons
         good = [i for i in picked if i not in reasons]
         bad = [i for i in picked if i in reasons]
-        stamps: Any = api_timestamp
+        stamps: Any = _plausible_stamps(api_timestamp)
         good_stamps = bad_stamps = stamps
         if isinstance(stamps, Sequence):
             if len(stamps) != len(picked):
@@ -224,7 +292,7 @@ class CheckedRecords:
         if not fields:
             return None
         rec = self.objects[i]
-        return json.dumps({k: rec[k] for k in sorted(fields)}, default=str, ensure_ascii=False)
+        return _json({k: rec[k] for k in sorted(fields)})
 
 
 def _field_values(names: list[str], records: list[dict[str, Any]]) -> tuple[list[list[Any]], bool]:
@@ -240,6 +308,20 @@ def _field_values(names: list[str], records: list[dict[str, Any]]) -> tuple[list
     return [list(values) for values in zip(*[tuple(map(rec.get, names)) for rec in records], strict=True)], False
 
 
+def _plausible_stamps(stamps: Any) -> Any:
+    """API timestamps with implausible ones (before 2009, after now + 1 day) replaced by None."""
+    if not isinstance(stamps, Sequence):
+        return plausible_api_timestamp(stamps)
+    now = datetime.now(UTC)
+    kept: dict[datetime | None, datetime | None] = {}  # a batch repeats a few stamps many times
+    out = []
+    for ts in stamps:
+        if ts not in kept:
+            kept[ts] = plausible_api_timestamp(ts, now)
+        out.append(kept[ts])
+    return out
+
+
 def _repeated(values: datetime | None | Sequence[datetime | None], n: int, type_: pa.DataType) -> pa.Array:
     """One value n times, or a list of values (runs of equal ones are cheap), as an Arrow array."""
     if not isinstance(values, Sequence):
@@ -249,7 +331,26 @@ def _repeated(values: datetime | None | Sequence[datetime | None], n: int, type_
 
 
 def _dump(record: Any) -> str:
-    return json.dumps(record, default=str, ensure_ascii=False, separators=(",", ":"))
+    return _json(record, separators=(",", ":"))
+
+
+def _json(value: Any, **options: Any) -> str:
+    """JSON text of a raw value, never an exception: integers Python will not print (more than 4,300 digits;
+    `json.loads` refuses them, but a record may come from elsewhere) are written as a note of their size."""
+    try:
+        return json.dumps(value, default=str, ensure_ascii=False, **options)
+    except ValueError:
+        return json.dumps(_printable(value), default=str, ensure_ascii=False, **options)
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4000:
+        return f"<an integer of {value.bit_length()} bits>"
+    return value
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -257,13 +358,14 @@ def _dump(record: Any) -> str:
 
 def _parse_column(col: Column, values: list[Any]) -> tuple[pa.Array, dict[int, str]]:
     """Parse one column; the fast path is a vectorised Arrow conversion, the slow path explains failures."""
+    floor = Decimal(col.ge) if col.kind is Kind.decimal and col.ge is not None else None
     fast = _FAST.get(col.kind)
     if fast is not None:
         try:
-            return fast(values), {}
+            return (_fast_decimal(values, floor) if col.kind is Kind.decimal else fast(values)), {}
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError):
             pass
-    parse_one = _SLOW[col.kind]
+    parse_one = _SLOW[col.kind] if floor is None else partial(_parse_decimal, floor=floor)
     parsed: list[Any] = []
     errors: dict[int, str] = {}
     for i, value in enumerate(values):
@@ -276,7 +378,7 @@ def _parse_column(col: Column, values: list[Any]) -> tuple[pa.Array, dict[int, s
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value, default=str, ensure_ascii=False)
+    text = _json(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -288,23 +390,47 @@ def _fast_string(values: list[Any]) -> pa.Array:
     return pa.array(values, pa.string())
 
 
-_WIDE_DECIMAL = pa.decimal256(76, 38)
+# 19 integer digits (_WIDE_DECIMAL_PATTERN) and 38 decimals: the difference of two still fits a decimal256
+_WIDE_DECIMAL = pa.decimal256(58, 38)
+_HALF_QUANTUM = pa.scalar(_QUANTUM / 2, _WIDE_DECIMAL)
 
 
-def _fast_decimal(values: list[Any]) -> pa.Array:
-    # Arrow's string->decimal cast is exact. It raises when a value has more than 18 decimals (CoinCap sends
-    # up to 36 for volume shares): then parse wide, round half-to-even at the 18th decimal, and narrow.
+def _all_match(strings: pa.Array, pattern: str) -> bool:
+    """Whether every non-null string matches `pattern` (vectorised)."""
+    return strings.null_count == len(strings) or bool(pc.all(pc.match_substring_regex(strings, pattern)).as_py())
+
+
+def _fast_decimal(values: list[Any], floor: Decimal | None = None) -> pa.Array:
+    # Arrow's string->decimal cast is exact on the shapes _NARROW/_WIDE_DECIMAL_PATTERN allow (and only on
+    # those). Up to 18 decimals: one cast. Up to 38 (CoinCap sends up to 36 for volume shares): parse wide,
+    # round half-to-even at the 18th decimal, and narrow. Anything else: the slow path, exact and explained.
     strings = _blank_to_null(pa.array(values, pa.string()))
-    try:
+    if _all_match(strings, _NARROW_DECIMAL_PATTERN):
         return pc.cast(strings, DECIMAL_TYPE)
-    except pa.ArrowInvalid:
-        wide = pc.round(pc.cast(strings, _WIDE_DECIMAL), ndigits=DECIMAL_SCALE, round_mode="half_to_even")
-        return pc.cast(wide, DECIMAL_TYPE)
+    if not _all_match(strings, _WIDE_DECIMAL_PATTERN):
+        raise ValueError("not a plain ASCII number of the common shapes")
+    exact = pc.cast(strings, _WIDE_DECIMAL)
+    wide = pc.round(exact, ndigits=DECIMAL_SCALE, round_mode="half_to_even")
+    # Arrow's round can go the wrong way when the carry runs through every decimal (x.999...9|6 comes out as
+    # x.999...9, and ties too): a batch with a result half a unit of the 18th decimal or more away from the
+    # exact value (every tie, which is rare) takes the slow path
+    if pc.any(pc.greater_equal(pc.abs(pc.subtract(exact, wide)), _HALF_QUANTUM)).as_py():
+        raise ValueError("rounded the wrong way")
+    if floor is not None:
+        # below the floor, yet rounded up to it (-0.0000000000000000000001 -> 0 against ge=0): the slow path
+        # refuses it, since negatives stay negative
+        bound = pa.scalar(floor, _WIDE_DECIMAL)
+        if pc.any(pc.and_(pc.less(exact, bound), pc.greater_equal(wide, bound))).as_py():
+            raise ValueError("a value below the floor rounds up to it")
+    return pc.cast(wide, DECIMAL_TYPE)
 
 
 def _fast_integer(values: list[Any]) -> pa.Array:
     try:
-        return pc.cast(_blank_to_null(pa.array(values, pa.string())), pa.int64())
+        strings = _blank_to_null(pa.array(values, pa.string()))
+        if not _all_match(strings, _FAST_INTEGER_PATTERN):
+            raise ValueError("not a plain ASCII integer of at most 18 digits")
+        return pc.cast(strings, pa.int64())
     except pa.ArrowTypeError:
         # JSON integers (e.g. `updated`): only accept real ints, not bools or floats.
         if any(type(v) is not int and v is not None for v in values):
@@ -340,24 +466,45 @@ def parse_decimal(value: Any) -> Decimal | None:
     """Parse a CoinCap numeric value (string, or JSON number) exactly; '' and null are null.
 
     Digits past the 18th decimal (CoinCap sends up to 36 for volume shares) are rounded half-to-even.
+    Strings must be plain ASCII numbers: no spaces, underscores, '+' or digits of other scripts.
     """
+    return _parse_decimal(value, None)
+
+
+def _parse_decimal(value: Any, floor: Decimal | None) -> Decimal | None:
+    """`parse_decimal`; a value below `floor` that rounds up to it (-1e-30 against 0) is refused, not rounded."""
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise _Bad(f"expected a numeric string, not a JSON {_json_type(value)}")
-    try:
+    if isinstance(value, int):
+        number = Decimal(value)  # exact, and no str() (which refuses ints of more than 4,300 digits)
+    else:
         # repr() of a float is its shortest round-trip form, so 0.1 stays 0.1, not 0.1000000000000000055.
-        number = Decimal(value if isinstance(value, str) else repr(value))
-    except InvalidOperation:
-        raise _Bad("not a number") from None
+        text = value if isinstance(value, str) else repr(value)
+        if not _DECIMAL_RE.fullmatch(text):
+            if text.strip().lstrip("+-").lower() in _NON_FINITE:
+                raise _Bad("not a finite number")
+            raise _Bad("not a number (plain ASCII digits expected)")
+        try:
+            number = Decimal(text)
+        except (InvalidOperation, ValueError):
+            raise _Bad("not a number") from None
     if not number.is_finite():
         raise _Bad("not a finite number")
     exponent = number.as_tuple().exponent
     assert isinstance(exponent, int)
-    if exponent < -DECIMAL_SCALE:
-        number = number.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN, context=_WIDE_CONTEXT)
+    exact = number
     if number != 0 and number.adjusted() >= _MAX_INTEGER_DIGITS:
         raise _Bad(f"more than {_MAX_INTEGER_DIGITS} integer digits")
+    if exponent < -DECIMAL_SCALE:
+        number = number.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN, context=_WIDE_CONTEXT)
+        if number.adjusted() >= _MAX_INTEGER_DIGITS and number != 0:
+            raise _Bad(f"more than {_MAX_INTEGER_DIGITS} integer digits")
+    elif exponent > 0:
+        number = number.quantize(_ONE, context=_WIDE_CONTEXT)  # exact; Arrow refuses 0E+30 as a decimal(38, 18)
+    if floor is not None and exact < floor <= number:
+        raise _Bad(f"below {floor}, though it rounds to {number.normalize()} at {DECIMAL_SCALE} decimals")
     return number
 
 
@@ -369,10 +516,11 @@ def _slow_integer(value: Any) -> int | None:
     if isinstance(value, int):
         result = value
     elif isinstance(value, str):
-        try:
-            result = int(value.strip(), 10)
-        except ValueError:
-            raise _Bad("not an integer") from None
+        if not _INTEGER_RE.fullmatch(value):
+            raise _Bad("not an integer (plain ASCII digits expected)")
+        if len(value.lstrip("-").lstrip("0")) > _INT64_DIGITS:
+            raise _Bad("integer out of range")  # before int(), which refuses more than 4,300 digits
+        result = int(value, 10)
     else:
         raise _Bad(f"expected an integer, not a JSON {_json_type(value)}")
     if abs(result) > _INT64_MAX:
@@ -390,7 +538,7 @@ def _slow_json(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return _json(value, sort_keys=True, separators=(",", ":"))
     raise _Bad(f"expected a JSON object, not a JSON {_json_type(value)}")
 
 
@@ -466,4 +614,29 @@ def _explain(contract: Contract, column: str, check: str, value: Any, record: di
         return f"duplicate key {tuple(record.get(k) for k in contract.key)}"
     if check.startswith("str_length"):
         return f"{column}: required field is empty"
-    return f"{column}: failed {check} (got {_short(record.get(column, value))})"
+    got = _short(record.get(column, value))
+    if check == _EPOCH_MS_CHECK:
+        return f"{column}: {_implausible_ms(value)} (got {got})"
+    if check.startswith(("less_than", "greater_than(")):
+        bound = contract.by_name[column].max_abs
+        return f"{column}: magnitude not below {bound:.0e}, beyond what the warehouse can sum (got {got})"
+    return f"{column}: failed {check} (got {got})"
+
+
+def _implausible_ms(value: Any) -> str:
+    """Why a Unix-millisecond value is implausible, with a guess at the unit it was sent in."""
+    low, high = epoch_ms_bounds()
+    ms = int(value)
+    expected = "Unix ms between 2009-01-01 and now + 1 day expected"
+    if low <= ms * 1000 <= high:
+        return f"seconds, not milliseconds? ({expected})"
+    if low <= ms // 1000 <= high:
+        return f"microseconds, not milliseconds? ({expected})"
+    if low <= ms // 1_000_000 <= high:
+        return f"nanoseconds, not milliseconds? ({expected})"
+    when = "before 2009-01-01" if ms < low else "later than now + 1 day"
+    try:
+        moment = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        moment = "a time beyond year 9999" if ms > 0 else "a time before year 1"
+    return f"{moment} is {when} ({expected})"

@@ -855,7 +855,8 @@ class _BadValues:
         if len(candidates) < 3:
             raise ValueError("with_bad_values needs at least 3 markets of other assets")
         future = cat.markets[candidates[0]]
-        future["updated"] = self.as_of_ms + 2 * 86_400_000
+        # six hours ahead: past the quality check's slack, within the contract's plausible range (now + 1 day)
+        future["updated"] = self.as_of_ms + 6 * 3_600_000
         # priced like its asset, so only its time is wrong (a stale recorded price would also read as fresh)
         base = next((a for a in cat.assets if a["id"] == future["baseId"]), None)
         old_price, new_price = _num(future, "priceUsd"), _num(base, "priceUsd") if base else None

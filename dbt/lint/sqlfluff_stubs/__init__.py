@@ -25,8 +25,21 @@ def type_exact_decimal() -> str:
     return "decimal(38, 18)"
 
 
+def plausible_ms(ms: str) -> str:
+    safe_ms = dbt.safe_cast(ms, dbt.type_bigint())
+    return (
+        f"case when {safe_ms} >= 1230768000000 and {safe_ms} < 4102444800000"
+        f" then least(greatest({safe_ms}, 1230768000000), 4102444799999) end"
+    )
+
+
 def ms_to_timestamp(ms: str) -> str:
-    return f"(epoch_ms({ms}) at time zone 'UTC')"
+    return f"(epoch_ms({plausible_ms(ms)}) at time zone 'UTC')"
+
+
+def plausible_amount(column: str) -> str:
+    amount = dbt.safe_cast(column, type_exact_decimal())
+    return f"case when abs({amount}) < cast(1000000000000000 as {type_exact_decimal()}) then {amount} end"
 
 
 def add_days(date_expr: str, days: int) -> str:

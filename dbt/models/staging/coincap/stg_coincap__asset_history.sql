@@ -53,16 +53,19 @@ source as (
 renamed as (
 
     select
+        -- Defensive casts: a value no cast can take, an implausible time (ms_to_timestamp) or a USD amount of 1e15
+        -- or more (plausible_amount) becomes NULL instead of failing every build; the contract quarantines them, so
+        -- only a lake file that bypassed it can carry one. A point whose price or time is unusable is left out below.
         asset_id,
         -- the `interval` partition key (the files hold the same value as `history_interval`): a filter on it
         -- reaches the scan through this view (it is a partition column of the window below), so a reader of
         -- the d1 series reads the d1 files only, not the minute and hour backfills
         {{ adapter.quote('interval') }} as history_interval,
-        cast(time as {{ dbt.type_bigint() }}) as price_time_ms,
+        {{ dbt.safe_cast('time', dbt.type_bigint()) }} as price_time_ms,
         {{ ms_to_timestamp('time') }} as price_ts,
         cast({{ ms_to_timestamp('time') }} as date) as price_date,
-        cast(priceUsd as {{ type_exact_decimal() }}) as price_usd,
-        cast(circulatingSupply as {{ type_exact_decimal() }}) as circulating_supply,
+        {{ plausible_amount('priceUsd') }} as price_usd,
+        {{ dbt.safe_cast('circulatingSupply', type_exact_decimal()) }} as circulating_supply,
         date as api_date_text,
         snapshot_id as backfill_run_id,
         snapshot_ts as fetched_at,
@@ -83,6 +86,7 @@ deduplicated as (
         ) as duplicate_rank
 
     from renamed
+    where price_ts is not null and price_usd is not null
 
 ),
 

@@ -26,20 +26,23 @@ source as (
 renamed as (
 
     select
+        -- Defensive casts: a value no cast can take, an implausible time (ms_to_timestamp) or a USD amount of 1e15
+        -- or more (plausible_amount) becomes NULL instead of failing every build; the contract quarantines them, so
+        -- only a lake file that bypassed it can carry one. A row whose price is unusable is left out below.
         id as asset_id,
         snapshot_id,
         snapshot_ts,
         cast(dt as date) as snapshot_date,
-        cast(rank as {{ dbt.type_bigint() }}) as asset_rank,
+        {{ dbt.safe_cast('rank', dbt.type_bigint()) }} as asset_rank,
         symbol as asset_symbol,
         name as asset_name,
-        cast(priceUsd as {{ type_exact_decimal() }}) as price_usd,
-        cast(marketCapUsd as {{ type_exact_decimal() }}) as market_cap_usd,
-        cast(volumeUsd24Hr as {{ type_exact_decimal() }}) as volume_usd_24h,
-        cast(vwap24Hr as {{ type_exact_decimal() }}) as vwap_24h,
-        cast(changePercent24Hr as {{ type_exact_decimal() }}) as change_percent_24h,
-        cast(supply as {{ type_exact_decimal() }}) as supply,
-        cast(maxSupply as {{ type_exact_decimal() }}) as max_supply,
+        {{ plausible_amount('priceUsd') }} as price_usd,
+        {{ plausible_amount('marketCapUsd') }} as market_cap_usd,
+        {{ plausible_amount('volumeUsd24Hr') }} as volume_usd_24h,
+        {{ plausible_amount('vwap24Hr') }} as vwap_24h,
+        {{ dbt.safe_cast('changePercent24Hr', type_exact_decimal()) }} as change_percent_24h,
+        {{ dbt.safe_cast('supply', type_exact_decimal()) }} as supply,
+        {{ dbt.safe_cast('maxSupply', type_exact_decimal()) }} as max_supply,
         explorer as explorer_url,
         tokens as tokens_json,
         api_timestamp,
@@ -59,6 +62,7 @@ deduplicated as (
         ) as duplicate_rank
 
     from renamed
+    where price_usd is not null
 
 ),
 

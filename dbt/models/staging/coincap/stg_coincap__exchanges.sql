@@ -26,15 +26,18 @@ source as (
 renamed as (
 
     select
+        -- Defensive casts: a value no cast can take, an implausible time (ms_to_timestamp) or a USD amount of 1e15
+        -- or more (plausible_amount) becomes NULL instead of failing every build; the contract quarantines them, so
+        -- only a lake file that bypassed it can carry one.
         exchangeId as exchange_id,
         snapshot_id,
         snapshot_ts,
         cast(dt as date) as snapshot_date,
         name as exchange_name,
-        cast(rank as {{ dbt.type_bigint() }}) as exchange_rank,
-        cast(percentTotalVolume as {{ type_exact_decimal() }}) as percent_total_volume,
-        cast(volumeUsd as {{ type_exact_decimal() }}) as volume_usd_24h,
-        cast(tradingPairs as {{ dbt.type_bigint() }}) as trading_pairs,
+        {{ dbt.safe_cast('rank', dbt.type_bigint()) }} as exchange_rank,
+        {{ dbt.safe_cast('percentTotalVolume', type_exact_decimal()) }} as percent_total_volume,
+        {{ plausible_amount('volumeUsd') }} as volume_usd_24h,
+        {{ dbt.safe_cast('tradingPairs', dbt.type_bigint()) }} as trading_pairs,
         socket as has_socket,
         exchangeUrl as exchange_url,
         -- CoinCap sends 0 when it does not know the time of the last update

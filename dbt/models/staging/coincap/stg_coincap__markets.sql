@@ -26,6 +26,9 @@ source as (
 renamed as (
 
     select
+        -- Defensive casts: a value no cast can take, an implausible time (ms_to_timestamp) or a USD amount of 1e15
+        -- or more (plausible_amount) becomes NULL instead of failing every build; the contract quarantines them, so
+        -- only a lake file that bypassed it can carry one. A row whose price is unusable is left out below.
         exchangeId as exchange_id,
         baseId as base_asset_id,
         quoteId as quote_asset_id,
@@ -34,12 +37,12 @@ renamed as (
         cast(dt as date) as snapshot_date,
         baseSymbol as base_symbol,
         quoteSymbol as quote_symbol,
-        cast(rank as {{ dbt.type_bigint() }}) as market_rank,
-        cast(priceQuote as {{ type_exact_decimal() }}) as price_quote,
-        cast(priceUsd as {{ type_exact_decimal() }}) as price_usd,
-        cast(volumeUsd24Hr as {{ type_exact_decimal() }}) as volume_usd_24h,
-        cast(percentExchangeVolume as {{ type_exact_decimal() }}) as percent_exchange_volume,
-        cast(tradesCount24Hr as {{ dbt.type_bigint() }}) as trades_count_24h,
+        {{ dbt.safe_cast('rank', dbt.type_bigint()) }} as market_rank,
+        {{ dbt.safe_cast('priceQuote', type_exact_decimal()) }} as price_quote,
+        {{ plausible_amount('priceUsd') }} as price_usd,
+        {{ plausible_amount('volumeUsd24Hr') }} as volume_usd_24h,
+        {{ dbt.safe_cast('percentExchangeVolume', type_exact_decimal()) }} as percent_exchange_volume,
+        {{ dbt.safe_cast('tradesCount24Hr', dbt.type_bigint()) }} as trades_count_24h,
         -- CoinCap sends 0 when it does not know the time of the last update
         {{ ms_to_timestamp('nullif(updated, 0)') }} as updated_at,
         api_timestamp,
@@ -59,6 +62,7 @@ deduplicated as (
         ) as duplicate_rank
 
     from renamed
+    where price_usd is not null
 
 ),
 

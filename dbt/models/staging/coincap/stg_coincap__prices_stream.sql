@@ -52,7 +52,8 @@ renamed as (
         message_seq,
         tick_ts,
         cast(dt as date) as tick_date,
-        cast(price_usd as {{ type_exact_decimal() }}) as price_usd,
+        -- a USD amount of 1e15 or more (which the contract refuses) becomes NULL, and its tick is left out below
+        {{ plausible_amount('price_usd') }} as price_usd,
         batch_id
 
     from source
@@ -69,6 +70,7 @@ deduplicated as (
         ) as duplicate_rank
 
     from renamed
+    where price_usd is not null
 
 ),
 

@@ -26,6 +26,9 @@ source as (
 renamed as (
 
     select
+        -- Defensive casts: a value no cast can take, an implausible time (ms_to_timestamp) or a USD amount of 1e15
+        -- or more (plausible_amount) becomes NULL instead of failing every build; the contract quarantines them, so
+        -- only a lake file that bypassed it can carry one. A row whose price is unusable is left out below.
         id as rate_id,
         snapshot_id,
         snapshot_ts,
@@ -33,7 +36,7 @@ renamed as (
         symbol as rate_symbol,
         currencySymbol as currency_symbol,
         type as rate_type,
-        cast(rateUsd as {{ type_exact_decimal() }}) as rate_usd,
+        {{ plausible_amount('rateUsd') }} as rate_usd,
         api_timestamp,
         extra_fields as extra_fields_json
 
@@ -51,6 +54,7 @@ deduplicated as (
         ) as duplicate_rank
 
     from renamed
+    where rate_usd is not null
 
 ),
 
