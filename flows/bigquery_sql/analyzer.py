@@ -278,8 +278,21 @@ def _wasm_client(cache_dir: Path | None) -> Any:
     """One WebAssembly instance of ZetaSQL's local service per process, its compiled module cached on disk."""
     global _CLIENT
     if _CLIENT is None:
+        import atexit
+
         _CLIENT = _load_client(cache_dir)
+        atexit.register(_release_client)
     return _CLIENT
+
+
+def _release_client() -> None:
+    """Free the WebAssembly instance while the interpreter still works: wasmtime's finalizers, run during
+    shutdown instead, find their C bindings gone and print a traceback each."""
+    import gc
+
+    global _CLIENT
+    _CLIENT = None
+    gc.collect()
 
 
 def _load_client(cache_dir: Path | None) -> Any:
