@@ -115,9 +115,6 @@ class Catalog:
         columns = [(f["name"], zeta_type(f["type"], f.get("mode", "NULLABLE"), f.get("fields", ()))) for f in schema]
         self.add(dataset, name, columns)
 
-    def columns(self, dataset: str, name: str) -> list[tuple[str, Any]] | None:
-        return self.tables.get((self.project, dataset, name))
-
     def proto(self, language: Any) -> Any:
         """The catalog as a SimpleCatalogProto, with BigQuery's name paths and the builtin functions."""
         from zetasql.wasi._pb2.zetasql.proto import simple_catalog_pb2

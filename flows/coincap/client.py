@@ -48,10 +48,8 @@ from flows.settings import Settings
 USER_AGENT = "coincap-pipeline/0.1 (+https://github.com/coincap-pipeline)"
 _QUOTA_WORDS = ("usage limit", "monthly", "quota", "credits", "plan limit")
 
-# Bounds of one call. Meant to become settings (COINCAP_CALL_DEADLINE, COINCAP_MAX_BODY_BYTES); until then a
-# Settings object carrying `call_deadline_s` / `max_body_bytes` wins over these defaults.
-CALL_DEADLINE_S = 120.0  # connect + request + redirects + the whole body, per attempt
-MAX_BODY_BYTES = 32 * 1024 * 1024  # per answer, received and decoded; a full page of 2,000 records is under 1 MB
+# The bounds of one call are settings: COINCAP_CALL_DEADLINE (connect, redirects and the whole body, per attempt)
+# and COINCAP_MAX_BODY_BYTES (received and decoded; a full page of 2,000 records is under 1 MB).
 MAX_REDIRECTS = 5
 _CHUNK_BYTES = 64 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -273,8 +271,8 @@ class CoinCapClient:
         self.settings = settings
         self.base_url = (base_url or settings.api_base_url).rstrip("/")
         self.meter = meter or CreditMeter()
-        self.call_deadline_s = float(call_deadline_s or getattr(settings, "call_deadline_s", None) or CALL_DEADLINE_S)
-        self.max_body_bytes = int(max_body_bytes or getattr(settings, "max_body_bytes", None) or MAX_BODY_BYTES)
+        self.call_deadline_s = float(call_deadline_s or settings.call_deadline_s)
+        self.max_body_bytes = int(max_body_bytes or settings.max_body_bytes)
         self._aborted = threading.Event()
         self._sleep = sleep or self._aborted.wait  # an abort also ends a backoff
         self._rng = rng or random.Random()
