@@ -39,8 +39,9 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from flows.alerts import alert_on_failure
-from flows.coincap.client import CallStats, CoinCapClient, CreditMeter
+from flows.coincap.client import CallStats, CoinCapClient, CreditBudget, CreditMeter, OverBudget
 from flows.coincap.credits import credits_for
+from flows.coincap.paging import STALLED_PAGES, ignores_offset
 from flows.contracts.columns import API_TIMESTAMP, QUARANTINE_SCHEMA, SNAPSHOT_ID, SNAPSHOT_TS, TIMESTAMP_TYPE
 from flows.contracts.datasets import ASSET_HISTORY
 from flows.contracts.validate import plausible_api_timestamp, validate_records
@@ -103,8 +104,9 @@ BYTES_PER_POINT = 95
 # The budget's worst case per point: long prices and a `circulatingSupply` field (v2 sent one).
 MAX_BYTES_PER_POINT = 160
 ENVELOPE_BYTES = 40  # {"data":[],"timestamp":1763748000000}
-# Worst case of one /assets page when the asset list itself is fetched (a v3 asset is ~370 bytes with tokens).
-MAX_BYTES_PER_ASSET = 600
+# Worst case of one /assets page when the asset list itself is fetched: a v3 asset is ~380 bytes, the largest seen
+# (many chain tokens) 710. A page is refused past this many bytes per asset, and reserved at it.
+MAX_BYTES_PER_ASSET = 1_500
 # Calls per minute by default: CoinCap allows 600 on every plan; leave room for scheduled snapshots.
 DEFAULT_CALLS_PER_MINUTE = 500
 DEFAULT_WORKERS = 6
@@ -225,6 +227,12 @@ def _check_range(interval: str, start: date, end: date) -> None:
 # ------------------------------------------------------------------------------------------------ estimate
 
 
+def chunk_max_bytes(interval: str) -> int:
+    """The largest answer a chunk of `interval` can be: its budget reservation, and its body cap (a larger answer
+    is refused unread, so no answer costs more than was reserved for it)."""
+    return ENVELOPE_BYTES + INTERVALS[interval].points_per_chunk * MAX_BYTES_PER_POINT
+
+
 def chunk_credits(points: int, bytes_per_point: float = BYTES_PER_POINT) -> int:
     """Credits of one history call returning `points` points."""
     return credits_for(int(ENVELOPE_BYTES + bytes_per_point * points))
@@ -304,7 +312,7 @@ def _plan(
             expected = chunk.expected_points(now_ms)
             points += expected
             credits += chunk_credits(expected)
-            worst += chunk_credits(INTERVALS[interval].points_per_chunk, MAX_BYTES_PER_POINT)
+            worst += credits_for(chunk_max_bytes(interval))
         if todo:
             work[asset] = todo
     estimate = CreditEstimate(
@@ -447,44 +455,6 @@ class BackfillReport:
 # ------------------------------------------------------------------------------------------------ machinery
 
 
-class _RunningMeter(CreditMeter):
-    """A credit meter that also keeps a running total, so the budget check is O(1)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.spent = 0
-
-    def record(self, path: str, body_bytes: int, *, ok: bool, retried: bool = False) -> None:
-        super().record(path, body_bytes, ok=ok, retried=retried)
-        with self._lock:
-            self.spent += credits_for(body_bytes)
-
-
-class _Budget:
-    """Reserve a call's worst case before sending it: the largest answer its chunk allows, plus a credit per
-    attempt the client may retry (error bodies are far under 2,500 bytes). The run stops rather than cross `limit`."""
-
-    def __init__(self, limit: int | None, meter: _RunningMeter, retry_allowance: int) -> None:
-        self.limit = limit
-        self.meter = meter
-        self.retry_allowance = retry_allowance
-        self._reserved = 0
-        self._lock = threading.Lock()
-
-    def reserve(self, credits: int) -> int | None:
-        """The amount reserved, or None when the call could cross the budget."""
-        credits += self.retry_allowance
-        with self._lock:
-            if self.limit is not None and self.meter.spent + self._reserved + credits > self.limit:
-                return None
-            self._reserved += credits
-            return credits
-
-    def release(self, credits: int) -> None:
-        with self._lock:
-            self._reserved -= credits
-
-
 class _Pacer:
     """Spaces calls evenly to stay under a calls-per-minute limit, across threads."""
 
@@ -523,7 +493,7 @@ class _Run:
         plan: _Plan,
         report: BackfillReport,
         *,
-        budget: _Budget,
+        budget: CreditBudget,
         workers: int,
         calls_per_minute: float | None,
         now_ms: int,
@@ -557,7 +527,7 @@ class _Run:
     def client(self) -> CoinCapClient:
         client = getattr(self.local, "client", None)
         if client is None:
-            client = self.local.client = CoinCapClient(self.settings, meter=self.meter)
+            client = self.local.client = CoinCapClient(self.settings, budget=self.budget)
             with self.lock:
                 self.clients.append(client)
         return client
@@ -575,24 +545,22 @@ class _Run:
         for chunk in chunks:
             if self.stop.is_set():
                 return
-            reserved = self.budget.reserve(
-                chunk_credits(INTERVALS[chunk.interval].points_per_chunk, MAX_BYTES_PER_POINT)
-            )
-            if reserved is None:
+            try:
+                self.pacer.wait()
+                # every attempt reserves the largest answer a chunk can be, and a larger one is refused
+                data, timestamp, _ = self.client().get_list(
+                    chunk.path, chunk.params, max_body_bytes=chunk_max_bytes(chunk.interval)
+                )
+            except OverBudget:
                 with self.lock:
                     self.report.stopped = self.report.stopped or "budget"
                 self.stop.set()
                 return
-            try:
-                self.pacer.wait()
-                data, timestamp, _ = self.client().get_list(chunk.path, chunk.params)
             except ApiError as exc:
                 if _is_not_found(exc):
                     self.record_delisted(asset, exc)
                     return
                 raise
-            finally:
-                self.budget.release(reserved)
             self.check_points(chunk, data, previous_points)
             previous_points = len(data)
             api_ts = plausible_api_timestamp(timestamp)  # None when implausible, never raises
@@ -825,41 +793,39 @@ def _is_not_found(exc: ApiError) -> bool:
     return type(exc) is ApiError and exc.what.startswith("CoinCap answered 404")
 
 
-def _list_assets(settings: Settings, budget: _Budget) -> list[str]:
-    """Every asset id `/assets` lists, page by page, each page within the budget."""
-    ids: list[str] = []
+def _list_assets(settings: Settings, budget: CreditBudget) -> list[str]:
+    """Every asset id `/assets` lists, page by page, each page within the budget and the paging bounded: a server
+    that ignores `offset` stops the listing after `STALLED_PAGES` full pages without a new id."""
+    ids: dict[str, None] = {}
+    stalled = 0
     limit = settings.page_limit
-    worst = credits_for(ENVELOPE_BYTES + limit * MAX_BYTES_PER_ASSET)
-    with CoinCapClient(settings, meter=budget.meter) as client:
-        offset = 0
-        while True:
-            reserved = budget.reserve(worst)
-            if reserved is None:
-                raise ConfigError(
-                    f"--max-credits {budget.limit:,} leaves too little to list /assets (a page may cost "
-                    f"{worst:,} credits).",
-                    "Pass the asset ids to backfill, or raise --max-credits.",
-                )
-            try:
-                data, _, _ = client.get("/assets", {"limit": limit, "offset": offset})
-            finally:
-                budget.release(reserved)
-            if not isinstance(data, list):
-                raise ApiError(
-                    "CoinCap answered /assets with something other than a list.", "Check COINCAP_API_BASE_URL."
-                )
-            for record in data:
-                slug = record.get("id") if isinstance(record, dict) else None
-                if isinstance(slug, str) and _SLUG.match(slug):
-                    ids.append(slug)
-            if len(data) < limit:
-                return list(dict.fromkeys(ids))
-            offset += limit
+    with CoinCapClient(settings, budget=budget) as client:
+        pages = client.paginate("/assets", limit=limit, max_body_bytes=ENVELOPE_BYTES + limit * MAX_BYTES_PER_ASSET)
+        try:
+            for page in pages:
+                before = len(ids)
+                for record in page.records:
+                    slug = record.get("id") if isinstance(record, dict) else None
+                    if isinstance(slug, str) and _SLUG.match(slug):
+                        ids.setdefault(slug)
+                    elif slug is not None:
+                        log.warning("/assets lists an id the history endpoint cannot take: %r (skipped)", slug)
+                full = len(page.records) >= limit
+                stalled = stalled + 1 if full and len(ids) == before else 0
+                if stalled >= STALLED_PAGES:
+                    raise ignores_offset("assets", stalled, page.offset)
+        except OverBudget:
+            raise ConfigError(
+                f"--max-credits {budget.limit:,} leaves too little to list /assets (a page may cost "
+                f"{budget.worst(ENVELOPE_BYTES + limit * MAX_BYTES_PER_ASSET):,} credits).",
+                "Pass the asset ids to backfill, or raise --max-credits.",
+            ) from None
+    return list(ids)
 
 
 def list_asset_ids(settings: Settings, *, max_credits: int | None = None) -> tuple[list[str], int]:
     """Every asset id `/assets` lists, and the credits that cost (with `max_credits`, never more)."""
-    budget = _Budget(max_credits, _RunningMeter(), retry_allowance=settings.max_attempts - 1)
+    budget = CreditBudget(max_credits)
     return _list_assets(settings, budget), budget.meter.spent
 
 
@@ -891,8 +857,8 @@ def backfill(
     now_dt = now or datetime.now(UTC)
     now_ms = int(now_dt.timestamp() * 1000)
     report = BackfillReport(run_id=Snapshot.now().id, interval=interval, start=start, end=end, max_credits=max_credits)
-    meter = _RunningMeter()
-    budget = _Budget(max_credits, meter, retry_allowance=settings.max_attempts - 1)
+    meter = CreditMeter()
+    budget = CreditBudget(max_credits, meter)
     ids = _list_assets(settings, budget) if assets is None else [_check_slug(a) for a in assets]
     storage = lake_storage(settings)
     plan = _plan(storage, ids, interval, start, end, now_ms, retry_delisted=retry_delisted)
@@ -923,7 +889,7 @@ def backfill(
     return report
 
 
-def _finish(report: BackfillReport, plan: _Plan, meter: _RunningMeter, started: float, run: _Run) -> None:
+def _finish(report: BackfillReport, plan: _Plan, meter: CreditMeter, started: float, run: _Run) -> None:
     stats: CallStats = meter.total()
     report.calls, report.failed_calls, report.retries = stats.calls, stats.failed_calls, stats.retries
     report.bytes, report.credits_used = stats.bytes, stats.credits

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from flows.coincap.client import CallStats, CoinCapClient, CreditMeter, Page
 from flows.coincap.endpoints import Endpoint, scoped_requests
+from flows.coincap.paging import STALLED_PAGES, ignores_offset
 from flows.contracts.columns import QUARANTINE_SCHEMA
 from flows.contracts.datasets import CONTRACTS
 from flows.contracts.validate import check_records, plausible_api_timestamp
@@ -44,9 +45,6 @@ ProgressFn = Callable[[str, int, int], None]  # (dataset, pages so far, records 
 # Pages are validated in batches of about this many records: Pandera's cost is mostly per call (~8 ms), so a
 # batch pays it once instead of once per 2,000-record page. Results are the same as page by page.
 _BATCH_RECORDS = 20_000
-# Full pages in a row, of one listing, without a record it had not served before: then the server ignores `offset`.
-# Two, not one: with a tiny page limit, ranks shifting between two calls could make one page all repeats.
-_STALLED_PAGES = 2
 # How long closing the prefetcher waits for a fetch it cancelled (the cancel shuts its socket: it ends at once).
 _CLOSE_WAIT_S = 5.0
 
@@ -250,7 +248,7 @@ class _PagingGuard:
     unbounded or over-full:
 
     - it ignores `offset`: every full page is the first one again, or pages whose records were all served before
-      (by natural key, whatever their values; valid or not) or have no key at all. `_STALLED_PAGES` such pages in
+      (by natural key, whatever their values; valid or not) or have no key at all. `STALLED_PAGES` such pages in
       a row stop the extract with one line;
     - it over-delivers on a top-N scope (`Endpoint.max_records`): records past the N-th new one are not landed.
 
@@ -290,12 +288,8 @@ class _PagingGuard:
         # a top-N listing with every record it wants has nothing left to bring: its last pages are repeats
         complete = endpoint.max_records is not None and self._taken >= endpoint.max_records
         self._stalled = self._stalled + 1 if full and not fresh and not complete else 0
-        if self._stalled >= _STALLED_PAGES:
-            raise ApiError(
-                f"CoinCap sent {self._stalled} full pages of {self._dataset} in a row (up to offset {page.offset}) "
-                "without one record it had not sent before: the server ignores offset.",
-                "Check COINCAP_API_BASE_URL points at CoinCap's v3 API.",
-            )
+        if self._stalled >= STALLED_PAGES:
+            raise ignores_offset(self._dataset, self._stalled, page.offset)
         self._served.add(keys, fresh)
         return page, keys
 

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     call_deadline_s: float = Field(default=120.0, gt=0, alias="COINCAP_CALL_DEADLINE")
     # The largest answer accepted, counted as received and as decoded (a gzip bomb); a larger one is refused.
     max_body_bytes: int = Field(default=32 * 1024**2, ge=1, alias="COINCAP_MAX_BODY_BYTES")
+    # The response header in which the server says what a call cost, when it sends one (CoinCap documents none
+    # today; the byte rule is used then). Billed above the byte rule, the meter and the budgets follow it.
+    billing_header: str = Field(default="X-Credits-Used", alias="COINCAP_BILLING_HEADER")
 
     # Scope: what a snapshot fetches. Empty means everything the endpoint lists.
     assets_limit: int | None = Field(default=None, ge=1, alias="COINCAP_ASSETS_LIMIT")  # top-N assets by rank

@@ -23,7 +23,7 @@ from flows.backfill import (
     skipped_key,
 )
 from flows.contracts.datasets import ASSET_HISTORY
-from flows.errors import AuthError, QuotaExhausted, StorageError
+from flows.errors import ApiError, AuthError, QuotaExhausted, StorageError
 from flows.lake.storage import LakeStorage, LocalStorage, StorageWrapper
 from flows.local_api import Catalog, Faults, StubServer
 from flows.local_api.catalog import DEFAULT_AS_OF_MS
@@ -228,6 +228,45 @@ def test_budget_is_never_exceeded_and_the_run_stops_cleanly(
     # a budget too small for a single call fetches nothing
     nothing = run(settings, assets, max_credits=5, now=datetime.now(UTC), start=START - timedelta(days=800))
     assert nothing.stopped == "budget" and nothing.chunks_fetched == 0 and nothing.credits_used == 0
+
+
+HOSTILE_BILLING = {
+    # half the bodies cut: the server bills each whole answer it computed, however little of it arrived
+    "truncated": Faults(p_truncate=0.5, seed=1),
+    # errors and dropped connections, retried: every attempt is a request the budget must have room for
+    "failing": Faults(p_5xx=0.3, p_drop=0.15, p_garbage=0.1, seed=2),
+    # answers held past the read timeout: given up on, then retried
+    "slow": Faults(p_slow=0.25, slow_s=2.5, seed=3),
+    # billed far above the byte rule (one report saw ~12 credits a history call), and saying so in a header
+    "dear": Faults(bill_floor=40, billing_header="X-Credits-Used", p_truncate=0.2, seed=4),
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE_BILLING))
+def test_budget_holds_against_truncated_failing_slow_and_dear_answers(
+    settings: Settings, server: StubServer, catalog: Catalog, kind: str
+) -> None:
+    assets = ids(catalog)
+    budget = 200
+    server.faults = HOSTILE_BILLING[kind]
+    report = run(settings, assets, max_credits=budget)
+    assert report.stopped == "budget" and report.chunks_fetched >= 1
+    billed = server.stats.credits
+    assert billed <= budget, f"{kind}: the server billed {billed} credits against a budget of {budget}"
+    # the meter counts what the server billed (a cut body at its announced length, a dear one at its header)
+    assert report.credits_used >= billed
+    if kind != "slow":  # an answer given up on is never sent, so never billed, but the meter counts the request
+        assert report.credits_used == billed
+    rows, distinct = lake_points(settings)
+    assert rows == distinct == report.points_landed
+
+
+def test_listing_assets_stops_when_the_server_ignores_offset(tmp_path: Path, server: StubServer) -> None:
+    settings = fast_settings(tmp_path / "data", server.base_url, COINCAP_PAGE_LIMIT=5)
+    server.faults = Faults(ignore_offset=True, drift_values=True)  # the first page forever, values changing
+    with pytest.raises(ApiError, match="the server ignores offset"):
+        run(settings, None)
+    assert server.stats.requests["/v3/assets"] == 3  # the first page, then two that bring nothing new
 
 
 def test_listing_assets_counts_against_the_budget(settings: Settings, server: StubServer) -> None:

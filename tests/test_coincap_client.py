@@ -146,3 +146,13 @@ def test_a_call_may_lower_the_body_cap(settings, stub):
     with CoinCapClient(settings) as client, pytest.raises(ApiError, match="more than 1,000 bytes"):
         client.get("/assets", {"limit": 50}, max_body_bytes=1000)
     assert stub.stats.total_requests == 1 and client.meter.total().calls == 1
+
+
+def test_the_meter_follows_a_billing_header_above_the_byte_rule(settings, stub):
+    stub.faults = Faults(bill_floor=9, billing_header="X-Credits-Used")
+    with CoinCapClient(settings) as client:
+        for _ in range(3):
+            _, _, nbytes = client.get("/assets", {"limit": 1})
+    assert credits_for(nbytes) == 1
+    assert client.meter.total().credits == client.meter.spent == stub.stats.credits == 3 * 9
+    assert client.meter.bill_floor == 9  # what a budget now reserves for a small answer

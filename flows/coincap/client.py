@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import math
 import random
 import socket
 import threading
@@ -75,20 +76,38 @@ class CallStats:
 
 @dataclass
 class CreditMeter:
-    """Thread-safe meter of every HTTP request answered (or sent and left unanswered), per endpoint path."""
+    """Thread-safe meter of every HTTP request answered (or sent and left unanswered), per endpoint path.
+
+    A call is billed by CoinCap's byte rule (`credits_for`), or by what the server says it billed when it sends a
+    billing header (`COINCAP_BILLING_HEADER`) and that is more. What is learnt from those headers sizes a budget's
+    later reservations by what this server really charges: `bill_ratio`, the largest billed / byte-rule ratio of
+    answers of 2,500 bytes or more, and `bill_floor`, the most a smaller answer was billed.
+    """
 
     by_path: dict[str, CallStats] = field(default_factory=dict)
+    spent: int = 0  # credits of every call recorded: a running total, so a budget check is O(1)
+    bill_ratio: float = 1.0
+    bill_floor: int = 1
+    answered: int = 0  # calls answered 200 in full
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, path: str, body_bytes: int, *, ok: bool, retried: bool = False) -> None:
+    def record(self, path: str, body_bytes: int, *, ok: bool, retried: bool = False, billed: int | None = None) -> None:
+        by_rule = credits_for(body_bytes)
+        # Assume the worst: CoinCap says rejected calls may still be billed.
+        credits = max(by_rule, billed or 0)
         with self._lock:
             stats = self.by_path.setdefault(path, CallStats())
             stats.calls += 1
             stats.failed_calls += 0 if ok else 1
             stats.bytes += body_bytes
-            # Assume the worst: CoinCap says rejected calls may still be billed.
-            stats.credits += credits_for(body_bytes)
+            stats.credits += credits
             stats.retries += 1 if retried else 0
+            self.spent += credits
+            self.answered += 1 if ok else 0
+            if by_rule > 1:
+                self.bill_ratio = max(self.bill_ratio, credits / by_rule)
+            else:
+                self.bill_floor = max(self.bill_floor, credits)
 
     def total(self) -> CallStats:
         with self._lock:
@@ -96,6 +115,55 @@ class CreditMeter:
             for stats in self.by_path.values():
                 total.add(stats)
             return total
+
+
+class OverBudget(Exception):
+    """The next request could cost more than what is left of a `CreditBudget`: it was not sent."""
+
+
+class CreditBudget:
+    """A credit limit shared by every call of a run (every thread, every client on its meter).
+
+    Before each request is sent (every attempt and every redirect hop is a request CoinCap may bill), the worst
+    answer it can bring is reserved: the call's body cap by the byte rule, scaled by what the server's billing
+    headers have shown (`CreditMeter.bill_ratio`, `bill_floor`). A request whose reservation does not fit is not
+    sent (`OverBudget`). After the answer the meter holds what it cost and the reservation is released, so spent +
+    reserved never passes `limit`. Until one answer has come back whole, requests go one at a time, so what the
+    first answer teaches applies to every later reservation.
+
+    The one answer a budget cannot bound is the first one a server bills above the byte rule before any header has
+    said so; a server that bills above the byte rule and never says so cannot be bounded by any client.
+    """
+
+    def __init__(self, limit: int | None, meter: CreditMeter | None = None) -> None:
+        self.limit = limit
+        self.meter = meter if meter is not None else CreditMeter()
+        self._reserved = 0
+        self._cond = threading.Condition()
+
+    def worst(self, cap_bytes: int) -> int:
+        """Credits reserved for one request whose body may be up to `cap_bytes`."""
+        meter = self.meter
+        return max(math.ceil(credits_for(cap_bytes) * meter.bill_ratio), meter.bill_floor)
+
+    def reserve(self, cap_bytes: int) -> int | None:
+        """Reserve the worst case of a request whose body may be up to `cap_bytes`: the amount reserved, or None
+        when the request could cross the limit."""
+        with self._cond:
+            if self.limit is not None:
+                while self._reserved and not self.meter.answered:
+                    self._cond.wait()
+            credits = self.worst(cap_bytes)
+            if self.limit is not None and self.meter.spent + self._reserved + credits > self.limit:
+                return None
+            self._reserved += credits
+            return credits
+
+    def release(self, credits: int) -> None:
+        """Give back a reservation, once the meter has recorded what its request cost."""
+        with self._cond:
+            self._reserved -= credits
+            self._cond.notify_all()
 
 
 @dataclass(frozen=True)
@@ -241,6 +309,7 @@ class _Exchange:
     status: int | None = None
     received: int = 0  # decoded body bytes read
     declared: int | None = None  # Content-Length
+    billed: int | None = None  # credits the server says it billed (COINCAP_BILLING_HEADER), when it says
     complete: bool = False
 
     def billed_bytes(self, cap: int) -> int:
@@ -267,10 +336,14 @@ class CoinCapClient:
         rng: random.Random | None = None,
         call_deadline_s: float | None = None,
         max_body_bytes: int | None = None,
+        budget: CreditBudget | None = None,
     ) -> None:
+        """`budget`: every request reserves its worst answer from it first, and is not sent (`OverBudget`) when
+        that does not fit; its meter is then the client's meter."""
         self.settings = settings
         self.base_url = (base_url or settings.api_base_url).rstrip("/")
-        self.meter = meter or CreditMeter()
+        self.budget = budget
+        self.meter = budget.meter if budget is not None else (meter or CreditMeter())
         self.call_deadline_s = float(call_deadline_s or settings.call_deadline_s)
         self.max_body_bytes = int(max_body_bytes or settings.max_body_bytes)
         self._aborted = threading.Event()
@@ -395,6 +468,12 @@ class CoinCapClient:
         s = self.settings
         got = _Exchange()
         response: requests.Response | None = None
+        reserved = 0
+        if self.budget is not None:
+            fits = self.budget.reserve(cap)
+            if fits is None:
+                raise OverBudget(path)
+            reserved = fits
         try:
             got.sent = True
             response = self._session.get(
@@ -402,6 +481,7 @@ class CoinCapClient:
             )
             got.status = response.status_code
             got.declared = _content_length(response)
+            got.billed = _billed(response.headers, s.billing_header)
             body = self._read_body(response, got, cap)
             if call.expired:  # a cut socket can look like the end of a body sent without a length
                 raise _Transient(self._expired_reason(call))
@@ -446,7 +526,11 @@ class CoinCapClient:
                 ok = got.status == 200 and got.complete
                 # a cut body is billed at what the server said it sent, up to the client's own cap (not this
                 # call's, which may be lower): over, rather than under, what CoinCap may bill
-                self.meter.record(path, got.billed_bytes(self.max_body_bytes), ok=ok, retried=retried)
+                self.meter.record(
+                    path, got.billed_bytes(self.max_body_bytes), ok=ok, retried=retried, billed=got.billed
+                )
+            if self.budget is not None:
+                self.budget.release(reserved)  # after the meter has the cost: spent + reserved never dips
 
     def _expired_reason(self, call: _Deadline) -> str:
         if call.aborted:
@@ -550,6 +634,7 @@ class CoinCapClient:
         *,
         limit: int | None = None,
         max_records: int | None = None,
+        max_body_bytes: int | None = None,
     ) -> Iterator[Page]:
         """Yield pages of a list endpoint with `limit`/`offset` until a short page (or `max_records`).
 
@@ -563,7 +648,9 @@ class CoinCapClient:
                 if offset >= max_records:
                     return
                 limit = min(limit, max_records - offset)  # never pay for bytes beyond the scope
-            data, timestamp, nbytes = self.get_list(path, {**(params or {}), "limit": limit, "offset": offset})
+            data, timestamp, nbytes = self.get_list(
+                path, {**(params or {}), "limit": limit, "offset": offset}, max_body_bytes=max_body_bytes
+            )
             yield Page(records=data, offset=offset, timestamp_ms=timestamp, body_bytes=nbytes, limit=limit)
             if len(data) < limit:
                 return
@@ -604,6 +691,13 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 def _content_length(response: requests.Response) -> int | None:
     value = response.headers.get("Content-Length", "")
     return int(value) if value.isascii() and value.isdigit() else None
+
+
+def _billed(headers: Mapping[str, str], name: str) -> int | None:
+    """The credits a billing header says this answer cost; None when there is no such header or it is not a
+    plain count."""
+    value = headers.get(name, "").strip() if name else ""
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else None
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

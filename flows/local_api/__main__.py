@@ -44,6 +44,8 @@ _FAULT_HELP = {
     "trickle_s": "hostile: send every answer 16 bytes at a time, one piece every this many seconds",
     "redirect": "hostile: 307 every call once, to 'same-host' or to 'other-host' (localhost)",
     "gzip_bomb_mb": "hostile: 200 answers are a gzip bomb inflating to this many MB",
+    "bill_floor": "billing: every answer costs at least this many credits (above the byte rule)",
+    "billing_header": "billing: send each answer's credits in this response header (e.g. X-Credits-Used)",
 }
 
 

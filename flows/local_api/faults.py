@@ -69,6 +69,10 @@ class Faults:
     redirect: str = ""  # "same-host" or "other-host": answer 307 to the same URL on this host (127.0.0.1) or on
     # "localhost" (a host name of its own, served by this very server, so a client that follows gets data)
     gzip_bomb_mb: int = 0  # > 0: 200 answers are a gzip body that inflates to this many MB of valid JSON
+    # Billing: every answer costs at least this many credits, above the byte rule (one report saw history calls
+    # cost ~12 credits each); `billing_header` names the header that says what each answer cost ("" sends none).
+    bill_floor: int = 0
+    billing_header: str = ""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -148,8 +148,11 @@ class ServerStats:
         with self._lock:
             self.abandoned += 1
 
-    def count_response(self, reply: _Reply | None, sent_bytes: int, *, truncated: bool = False) -> None:
-        """Count one answer (None: a dropped connection) before it is written."""
+    def count_response(
+        self, reply: _Reply | None, sent_bytes: int, *, truncated: bool = False, billed: int | None = None
+    ) -> None:
+        """Count one answer (None: a dropped connection) before it is written; `billed`: its credits, when not
+        the byte rule's."""
         with self._lock:
             if reply is None:
                 self.drops += 1
@@ -157,7 +160,7 @@ class ServerStats:
             self.statuses[reply.status] += 1
             self.bytes_served += sent_bytes
             if reply.body:
-                self.credits += credits_for(len(reply.body))
+                self.credits += billed if billed is not None else credits_for(len(reply.body))
             if truncated:
                 self.truncations += 1
             elif reply.status == 200 and reply.dataset is not None:
@@ -697,8 +700,13 @@ class _Handler(BaseHTTPRequestHandler):
     def send(self, reply: _Reply, *, truncate: bool = False, count: bool = True) -> None:
         """Write the reply; with `truncate`, announce the full length, send half the body, close."""
         body = reply.body[: len(reply.body) // 2] if truncate else reply.body
+        faults = self.server.faults
         if count:
-            self.server.stats.count_response(reply, len(body), truncated=truncate)
+            # billed for the whole answer, as computed, however much of it is sent
+            billed = max(credits_for(len(reply.body)), faults.bill_floor)
+            self.server.stats.count_response(reply, len(body), truncated=truncate, billed=billed)
+            if faults.billing_header:
+                reply = replace(reply, headers={**reply.headers, faults.billing_header: str(billed)})
         trickle_s = self.server.faults.trickle_s if count else 0.0
         if trickle_s > 0:
             self.server.stats.count_fault("trickled answer")
