@@ -124,7 +124,7 @@ def parse_message(data: str | bytes) -> tuple[list[tuple[str, Decimal]], list[Re
             rejects.append(Reject(record, "asset_id: required field is empty"))
             continue
         try:
-            price = parse_decimal(raw)
+            price = parse_decimal(raw, None if price_col.ge is None else Decimal(price_col.ge))
         except Exception as exc:  # parse_decimal's error type is private: it explains the value
             rejects.append(Reject(record, f"price_usd: {exc} (got {_short(raw)})"))
             continue
@@ -132,6 +132,14 @@ def parse_message(data: str | bytes) -> tuple[list[tuple[str, Decimal]], list[Re
             rejects.append(Reject(record, "price_usd: required field is null"))
         elif price_col.ge is not None and price < Decimal(price_col.ge):
             rejects.append(Reject(record, f"price_usd: below {price_col.ge} (got {_short(raw)})"))
+        elif price_col.max_abs is not None and abs(price) >= price_col.max_abs:
+            bound = f"{price_col.max_abs:.0e}"
+            rejects.append(
+                Reject(
+                    record,
+                    f"price_usd: magnitude not below {bound}, beyond what the warehouse can sum (got {_short(raw)})",
+                )
+            )
         else:
             ticks.append((asset_id, price))
     return ticks, rejects

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from flows.contracts.columns import EPOCH_MS_MIN, MAX_USD, epoch_ms_bounds
 from flows.contracts.datasets import ASSET_HISTORY, ASSETS, CONTRACTS, EXCHANGES, MARKETS, PRICES_STREAM
 from flows.contracts.validate import check_records, plausible_api_timestamp, validate_records
+from flows.stream import parse_message
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime.now(UTC)
@@ -362,6 +363,23 @@ def test_any_generated_record_is_landed_or_quarantined_never_an_exception(record
     assert all(result.quarantine.column("reason").to_pylist())
     for row in result.quarantine.column("record_json").to_pylist():
         json.loads(row)
+
+
+@_HYPOTHESIS
+@given(st.dictionaries(st.text(max_size=12), _json_value, max_size=5))
+def test_any_generated_stream_message_lands_plausible_ticks_or_quarantines_with_a_reason(message):
+    ticks, rejects = parse_message(json.dumps(message))
+    assert len(ticks) + len(rejects) == len(message)
+    assert all(r.reason for r in rejects)
+    for asset_id, price in ticks:
+        assert asset_id and 0 <= price < MAX_USD
+        assert _reference_decimal(message[asset_id]) == price
+
+
+def test_a_stream_price_the_warehouse_cannot_sum_is_quarantined():
+    ticks, rejects = parse_message(json.dumps({"bitcoin": "1" + "0" * 16, "ethereum": "2950.5"}))
+    assert [t[0] for t in ticks] == ["ethereum"]
+    assert rejects[0].reason.startswith("price_usd: magnitude not below 1e+15")
 
 
 # ---------------------------------------------------------------------------------------------- contract = SQL

@@ -462,13 +462,14 @@ def _slow_string(value: Any) -> str | None:
     raise _Bad(f"expected a string, not a JSON {_json_type(value)}")
 
 
-def parse_decimal(value: Any) -> Decimal | None:
+def parse_decimal(value: Any, floor: Decimal | None = None) -> Decimal | None:
     """Parse a CoinCap numeric value (string, or JSON number) exactly; '' and null are null.
 
     Digits past the 18th decimal (CoinCap sends up to 36 for volume shares) are rounded half-to-even.
-    Strings must be plain ASCII numbers: no spaces, underscores, '+' or digits of other scripts.
+    Strings must be plain ASCII numbers: no spaces, underscores, '+' or digits of other scripts. A value below
+    `floor` that rounds up to it (-1e-30 against 0) is refused, not rounded.
     """
-    return _parse_decimal(value, None)
+    return _parse_decimal(value, floor)
 
 
 def _parse_decimal(value: Any, floor: Decimal | None) -> Decimal | None:
