@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flows.settings import Settings, Target
+from flows.settings import Settings, Target, clean_api_key
 
 TERRAFORM = "run `terraform apply` in terraform/envs/prod"
 RESULTS_BLOCK_TYPE, RESULTS_BLOCK_NAME = "gcs-bucket", "coincap-results"  # prefect.yaml names it
@@ -128,7 +128,9 @@ def check_secret(settings: Settings, client: Any) -> list[Finding]:
         f'printf %s "$COINCAP_API_KEY" | gcloud secrets versions add {secret} --data-file=-'
     )
     try:
-        client.access_secret_version(name=f"projects/{settings.gcp_project}/secrets/{secret}/versions/latest")
+        version = client.access_secret_version(
+            name=f"projects/{settings.gcp_project}/secrets/{secret}/versions/latest"
+        )
     except (gexc.NotFound, gexc.FailedPrecondition):
         return [_problem("secret", f"secret {secret} is missing or has no value yet", add_value)]
     except gexc.PermissionDenied:
@@ -136,7 +138,34 @@ def check_secret(settings: Settings, client: Any) -> list[Finding]:
                          "grant roles/secretmanager.secretAccessor on it to the runtime service account")]  # fmt: skip
     except gexc.GoogleAPICallError as exc:
         return [_problem("secret", f"secret {secret}: {_short(exc)}", "check credentials and network")]
-    return [Finding("secret", True, f"{secret} has a value")]
+    problem, note = _key_problem(_payload(version))
+    if problem:
+        return [_problem("secret", f"secret {secret}'s latest version {problem}", add_value)]
+    return [Finding("secret", True, f"{secret} has a value" + (f" ({note})" if note else ""))]
+
+
+def _payload(version: Any) -> bytes:
+    """The bytes of an AccessSecretVersionResponse (or of the dict a test stand-in answers)."""
+    payload = version.get("payload") if isinstance(version, dict) else getattr(version, "payload", None)
+    data = payload.get("data") if isinstance(payload, dict) else getattr(payload, "data", b"")
+    return data if isinstance(data, bytes) else b""
+
+
+def _key_problem(data: bytes) -> tuple[str | None, str | None]:
+    """What is wrong with a stored key, and what is worth a note, in words that never quote it."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "is not UTF-8 text", None
+    try:
+        key = clean_api_key(text)
+    except ValueError as exc:
+        return f"is refused: {exc}", None
+    if key is None:
+        return "is empty", None
+    if key != text:
+        return None, "with whitespace around it, a trailing newline?, which runs strip; store it without"
+    return None, None
 
 
 def check_work_pool(settings: Settings, read_work_pool: Callable[[str], Any] | None = None) -> list[Finding]:

@@ -425,13 +425,14 @@ class Poisoned:
     db: Path
     snapshot_id: str
     day: str
+    capless_snapshot_id: str
 
 
 @pytest.fixture(scope="module")
 def poisoned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Poisoned]:
     from flows.settings import Settings
     from flows.transform import run_dbt
-    from tests.lake_fixtures import generate_history, lake_file, snapshot_id_of, write_history
+    from tests.lake_fixtures import generate_history, lake_file, snapshot_id_of, write_history, write_snapshot
 
     data = tmp_path_factory.mktemp("poisoned") / "data"
     config = Settings(_env_file=None, PIPELINE_DATA_DIR=data, PIPELINE_TARGET="local")
@@ -489,10 +490,19 @@ def poisoned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Poisoned]:
     results = json.loads((data / "dbt" / "target" / "run_results.json").read_text())
     warned = [r["unique_id"] for r in results["results"] if r["status"] == "warn"]
 
-    # The next clean run: another day of snapshots; nobody touches the lake.
-    write_history(lake, generate_history(range(2, 3)))
+    # The next clean run: another day of snapshots; nobody touches the lake. Its last snapshot of the day lists no
+    # market cap at all (the API may leave it null): the day's total is then unknown, a warning, not a failure.
+    day_two = generate_history(range(2, 3))
+    write_history(lake, day_two)
+    capless_ts = day_two[-1].ts + timedelta(minutes=30)
+    capless = write_snapshot(lake, capless_ts, assets=[
+        {"id": "bitcoin", "rank": "1", "symbol": "BTC", "name": "Bitcoin", "priceUsd": "80000", "marketCapUsd": None},
+        {"id": "ethereum", "rank": "2", "symbol": "ETH", "name": "Ethereum", "priceUsd": "3000", "marketCapUsd": None},
+    ])  # fmt: skip
     clean_build = run_dbt(config, "build", raise_on_failure=False)
-    yield Poisoned(poisoned_build, clean_build, warned, config.duckdb_path, meta["snapshot_id"], ts.date().isoformat())
+    yield Poisoned(
+        poisoned_build, clean_build, warned, config.duckdb_path, meta["snapshot_id"], ts.date().isoformat(), capless
+    )
 
 
 @pytest.mark.slow
@@ -526,3 +536,9 @@ def test_poisoned_values_become_null_and_valid_neighbours_are_kept(poisoned: Poi
     with duckdb.connect(str(poisoned.db)) as con:
         history = con.execute("select price_time_ms, price_usd from staging.stg_coincap__asset_history").fetchall()
         assert history == [(1_759_190_400_000, Decimal("80000"))]
+        capless = con.execute(
+            "select distinct total_market_cap_usd, dominance_pct from marts.rpt_market_overview_daily "
+            "where snapshot_id = ?",
+            [poisoned.capless_snapshot_id],
+        ).fetchall()
+        assert capless == [(None, None)], "a day without any market cap has no total, and the build still passes"

@@ -9,7 +9,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from flows.contracts.bigquery import hive_partition_columns, lake_tables, schema_fields
-from flows.preflight import LAYERS, problems, run_preflight
+from flows.preflight import LAYERS, check_secret, problems, run_preflight
 from flows.settings import Settings
 from tests.bq_emulator import bq_emulator  # noqa: F401 - session fixture
 
@@ -20,15 +20,15 @@ GOOD_SQL = {"fct_asset_snapshots": "select id, priceUsd from coincap_raw.assets 
 class FakeSecrets:
     """Secret Manager has no local emulator: a stand-in that answers like the client does."""
 
-    def __init__(self, exists: bool = True, has_value: bool = True) -> None:
-        self.exists, self.has_value = exists, has_value
+    def __init__(self, exists: bool = True, has_value: bool = True, value: bytes = b"not-printed") -> None:
+        self.exists, self.has_value, self.value = exists, has_value, value
 
     def access_secret_version(self, name: str) -> dict:
         if not self.exists:
             raise gexc.NotFound(f"Secret [{name.rsplit('/versions', 1)[0]}] not found or has no versions.")
         if not self.has_value:
             raise gexc.NotFound(f"Secret Version [{name}] not found or has no versions.")
-        return {"name": name, "payload": {"data": b"not printed"}}
+        return {"name": name, "payload": {"data": self.value}}
 
 
 @pytest.fixture
@@ -155,3 +155,22 @@ def test_missing_settings_stop_before_calling_anything():
         "settings: GCP_PROJECT_ID is not set. Fix: set GCP_PROJECT_ID (a Terraform output).",
         "settings: GCS_BUCKET is not set. Fix: set GCS_BUCKET (a Terraform output).",
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "verdict"),
+    [
+        (b"abc123-key", "ok"),
+        (b"abc123-key\n", "ok, noted"),  # `echo $KEY | gcloud secrets versions add`: works, stripped at run time
+        (b"abc 123", "refused"),  # whitespace inside: no HTTP header can carry it
+        (b"\n", "refused"),  # empty once stripped
+        (b"\xff\xfe", "refused"),  # not text
+    ],
+)
+def test_the_secret_value_is_checked_as_the_runtime_will_read_it_never_quoted(value, verdict):
+    settings = Settings(PIPELINE_TARGET="gcp", GCP_PROJECT_ID=PROJECT)  # type: ignore[call-arg]
+    (finding,) = check_secret(settings, FakeSecrets(value=value))
+    assert finding.ok == verdict.startswith("ok"), finding.line()
+    assert ("whitespace around" in finding.line()) == (verdict == "ok, noted")
+    if value.strip():
+        assert value.strip().decode("latin-1") not in finding.line()
