@@ -976,7 +976,11 @@ def backfill_flow(
     max_credits: Annotated[int, Field(ge=1)] | None = None,
 ) -> BackfillReport:
     """Backfill CoinCap price history into the lake: chunked, resumable, within a credit budget."""
-    with redacted_errors():
+    from flows.lake.lock import data_dir_lock
+
+    # One backfill per data dir (two would fetch and write the same chunks); its own lock, not the snapshot's: it
+    # writes only history files, so hourly snapshots go on. The CLI took it already (re-entered here).
+    with redacted_errors(), data_dir_lock(current_settings().data_dir, kind="backfill", job="backfill"):
         return _backfill_run(assets, interval, start, end, max_credits)
 
 

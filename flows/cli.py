@@ -8,19 +8,24 @@ import importlib
 import json
 import logging
 import os
+import subprocess
 import sys
+import traceback
+import types
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from flows.errors import ConfigError, PipelineError
+from flows.observability import redact
 from flows.settings import DEFAULT_BASE_URL, Settings, Target, use_settings
 
 app = typer.Typer(
@@ -32,9 +37,78 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
+# ---- everything the CLI prints goes through `redact` --------------------------------------------------------
+#
+# A key or a webhook URL can end up in an error message, a quality check's detail, a summary or a query's result;
+# none of it is printed. Strings, Text and table cells are redacted before rich lays them out (a key that a table
+# column folds over two lines would not match afterwards), and every write to stdout or stderr once more (for
+# renderables made of something else, and for what is written without rich: CSV, JSON, URLs, usage errors).
+
+
+class _RedactedStream:
+    """sys.stdout or sys.stderr (looked up at each write, so that captures and test runners still see the output),
+    with `redact` applied to everything written. Not an io.IOBase: nothing to close or flush at exit."""
+
+    def __init__(self, name: Literal["stdout", "stderr"]) -> None:
+        self._name = name
+
+    @property
+    def _stream(self) -> Any:
+        return getattr(sys, self._name)
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self._stream, "isatty", lambda: False)())
+
+    def fileno(self) -> int:
+        return int(self._stream.fileno())
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+
+def _redacted(renderable: Any) -> Any:
+    """`renderable` with `redact` applied to its text before layout: strings, Text, and a table's title, caption,
+    headers and cells (other renderables are redacted as written)."""
+    if isinstance(renderable, str):
+        return redact(renderable)
+    if isinstance(renderable, Text):
+        plain = redact(renderable.plain)
+        if plain == renderable.plain:
+            return renderable
+        return Text(plain, style=renderable.style, justify=renderable.justify, overflow=renderable.overflow,
+                    no_wrap=renderable.no_wrap, end=renderable.end)  # fmt: skip
+    if isinstance(renderable, Table):
+        renderable.title, renderable.caption = _redacted(renderable.title), _redacted(renderable.caption)
+        for column in renderable.columns:
+            column.header, column.footer = _redacted(column.header), _redacted(column.footer)
+            cells = getattr(column, "_cells", None)  # rich keeps a column's cells there (no public setter)
+            if isinstance(cells, list):
+                cells[:] = [_redacted(cell) for cell in cells]
+    return renderable
+
+
+class _RedactedConsole(Console):
+    """rich's Console whose `print` redacts what it is given, writing to a `_RedactedStream`."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(_redacted(o) for o in objects), **kwargs)
+
+
+_stdout = _RedactedStream("stdout")
+_stderr = _RedactedStream("stderr")
 # Rich falls back to 80 columns when piped; the summary table needs more to stay readable in CI logs.
-out = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+out = _RedactedConsole(file=_stdout, width=None if sys.stdout.isatty() else 120)
+err = _RedactedConsole(file=_stderr, width=None if sys.stderr.isatty() else 120)
 
 DATASET_NAMES = ("assets", "rates", "exchanges", "markets")
 
@@ -64,6 +138,93 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(
             f"Invalid setting {name}: {first.get('msg')}.", "Fix the environment variable or flag."
         ) from None
+
+
+@contextlib.contextmanager
+def _writing(settings: Settings, kind: Literal["pipeline", "backfill", "stream"], job: str) -> Iterator[None]:
+    """Hold the data dir's `kind` lock (flows/lake/lock.py) for the command, as `job`.
+
+    Taken before Prefect is imported or started, so that a second run on the same data dir says "another … is
+    writing to …" within a second, not after Prefect's temporary server started (~20 s). The flow takes the same
+    lock again for deployments; here it re-enters it, since Prefect 3 runs a sync flow in the caller's thread.
+    """
+    from flows.lake.lock import data_dir_lock
+
+    with data_dir_lock(settings.data_dir, kind=kind, job=job):
+        yield
+
+
+# Run by Prefect's temporary API server process instead of `python -m uvicorn …` (see `_tie_prefect_server`):
+# argv is `<parent pid> -m uvicorn <uvicorn's arguments>`. A thread waits for the parent to exit (a pidfd, else
+# polling getppid) and then shuts the server down as `stop()` does (SIGTERM), exiting for good 5 s later.
+_EXIT_WITH_PARENT = """\
+# coincap-pipeline: Prefect's temporary server, which exits with the process that started it
+import os, runpy, select, signal, sys, threading, time
+_, parent, _, module, *args = sys.argv
+parent = int(parent)
+
+def watch():
+    if os.getppid() == parent:
+        try:
+            pidfd = os.pidfd_open(parent)
+        except (AttributeError, OSError):
+            pidfd = None
+        if pidfd is not None and os.getppid() == parent:
+            poll = select.poll()
+            poll.register(pidfd, select.POLLIN)
+            poll.poll()
+        while os.getppid() == parent:
+            time.sleep(0.1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    os._exit(1)
+
+threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+sys.argv = [module, *args]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def _exit_with_us(args: Any) -> Any:
+    """`python -m uvicorn …` as a command that exits when this process does; any other command unchanged."""
+    if isinstance(args, list | tuple) and len(args) > 2 and list(args[1:3]) == ["-m", "uvicorn"]:
+        return [args[0], "-c", _EXIT_WITH_PARENT, str(os.getpid()), *args[1:]]
+    return args
+
+
+class _TiedPopen(subprocess.Popen):  # type: ignore[type-arg]
+    def __init__(self, args: Any, *rest: Any, **kwargs: Any) -> None:
+        super().__init__(_exit_with_us(args), *rest, **kwargs)
+
+
+class _TiedSubprocess(types.ModuleType):
+    """`subprocess` as Prefect's server module sees it: the same, but its server process exits with ours."""
+
+    Popen = _TiedPopen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+
+def _tie_prefect_server() -> None:
+    """Without PREFECT_API_URL, Prefect starts a temporary API server (uvicorn) as a child process and stops it at
+    exit; a `kill -9` of the CLI skips that, and the server would run on, orphaned. On Linux, start it under
+    `_EXIT_WITH_PARENT` instead, so that it exits when this process does, however it ends. A no-op elsewhere
+    (macOS) and when an API URL is set (no temporary server). Call before the first Prefect client is made.
+
+    Not PR_SET_PDEATHSIG: the kernel sends it when the *thread* that started the child exits (Prefect may start
+    its server from a worker thread), and setting it needs a preexec_fn, which is not safe with threads running.
+    """
+    if sys.platform != "linux":
+        return
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return
+    import prefect.server.api.server as prefect_server  # imported by Prefect anyway to start the server
+
+    if not isinstance(prefect_server.subprocess, _TiedSubprocess):
+        prefect_server.subprocess = _TiedSubprocess("subprocess")
 
 
 @contextlib.contextmanager
@@ -109,8 +270,9 @@ def run(
         raise ConfigError(f"Unknown dataset {', '.join(unknown)}.", f"Choose from {', '.join(DATASET_NAMES)}.")
     _check_snapshot_id(snapshot_id)
     settings = load_settings(data_dir=data_dir, target=target, api_base_url=base_url)
-    with _demo_api(settings) as effective:
+    with _writing(settings, "pipeline", "snapshot run"), _demo_api(settings) as effective:
         use_settings(effective)
+        _tie_prefect_server()
         from flows.pipeline import snapshot_flow
 
         summary = snapshot_flow(snapshot_id=snapshot_id, datasets=chosen, transform=transform)
@@ -184,11 +346,11 @@ def sql(
     settings = load_settings(data_dir=data_dir, target=target)
     names, rows = warehouse(settings).query(query)
     if fmt is OutputFormat.csv:
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(_stdout)
         writer.writerow(names)
         writer.writerows(rows)
     elif fmt is OutputFormat.json:
-        sys.stdout.write(json.dumps([dict(zip(names, r, strict=True)) for r in rows], default=str, indent=1) + "\n")
+        _stdout.write(json.dumps([dict(zip(names, r, strict=True)) for r in rows], default=str, indent=1) + "\n")
     else:
         table = Table(*names)
         for row in rows[:limit]:
@@ -233,7 +395,10 @@ def quality(
         # Checked here, not in run_checks: the watchdog flow reports an empty data dir as stale instead.
         raise ConfigError(f"No warehouse yet at {settings.duckdb_path}.", "Run `coincap-pipeline run` first.")
     chosen = set(categories) if categories else None
-    report = run_checks(settings, snapshot_id=snapshot_id, categories=chosen, store=store)
+    # Storing the results writes the local warehouse (one writer at a time): not while a run writes it too.
+    local_write = store and settings.target is Target.local
+    with _writing(settings, "pipeline", "quality check") if local_write else contextlib.nullcontext():
+        report = run_checks(settings, snapshot_id=snapshot_id, categories=chosen, store=store)
     where = f"snapshot {report.snapshot_id}" if report.snapshot_id else "each dataset's latest snapshot"
     table = Table(title=f"data quality, {where} (run {report.run_id})", title_justify="left")
     for name, justify in [("status", "left"), ("check", "left"), ("dataset", "left"), ("observed", "right"),
@@ -274,6 +439,7 @@ def preflight(data_dir: DataDirOpt = None) -> None:
     from flows.preflight import problems, run_preflight
 
     settings = load_settings(data_dir=data_dir, target=Target.gcp)
+    _tie_prefect_server()  # the results-block check asks Prefect's API
     try:
         findings = run_preflight(settings)
     except DefaultCredentialsError:
@@ -337,19 +503,22 @@ def backfill(
     """Backfill price history into the lake: chunked, resumable (finished chunks are skipped), credit-capped."""
     from datetime import date
 
-    from flows.backfill import backfill_flow, estimate_backfill_credits
-
     settings = load_settings(data_dir=data_dir)
     try:
         first, last = (date.fromisoformat(d) if d else None for d in (start, end))
     except ValueError:
         raise ConfigError("--start and --end must look like 2024-01-31.", "Fix the date.") from None
-    with _demo_api(settings) as effective:
+    # One backfill per data dir (its own lock: snapshots go on), taken before Prefect is imported.
+    writing = contextlib.nullcontext() if estimate_only else _writing(settings, "backfill", "backfill")
+    with writing, _demo_api(settings) as effective:
         use_settings(effective)
+        from flows.backfill import backfill_flow, estimate_backfill_credits
+
         estimate = estimate_backfill_credits(effective, assets or 2000, interval, first, last)
         out.print(f"estimate: {estimate.describe()}" + ("" if assets else " (for ~2,000 listed assets)"))
         if estimate_only:
             return
+        _tie_prefect_server()
         report = backfill_flow(assets=assets, interval=interval, start=first, end=last, max_credits=max_credits)
     out.print(report.summary())
 
@@ -370,21 +539,27 @@ def stream(
             "Streaming needs COINCAP_API_KEY (CoinCap's WebSocket is for paid plans).",
             "Set it, or try `python -m flows.stream --seconds 30` against the local stand-in.",
         )
-    use_settings(settings)
-    from flows.stream import stream_flow
-
     wanted = [a.strip() for a in assets.split(",") if a.strip()]
-    summary = stream_flow(assets=wanted, batch_seconds=batch_seconds, max_minutes=minutes)
+    # One stream per data dir (its own lock: hourly snapshots go on beside it), taken before Prefect is imported.
+    with _writing(settings, "stream", "price stream"):
+        use_settings(settings)
+        _tie_prefect_server()
+        from flows.stream import stream_flow
+
+        summary = stream_flow(assets=wanted, batch_seconds=batch_seconds, max_minutes=minutes)
     out.print(summary)
 
 
 @app.command()
 def maintenance(data_dir: DataDirOpt = None, target: TargetOpt = None) -> None:
     """Compact the price stream and apply the retention policy (PIPELINE_GRANULAR_RETENTION_DAYS, default 365)."""
-    use_settings(load_settings(data_dir=data_dir, target=target))
-    from flows.maintenance import maintenance_flow
+    settings = load_settings(data_dir=data_dir, target=target)
+    with _writing(settings, "pipeline", "maintenance run"):  # it deletes lake objects and warehouse rows
+        use_settings(settings)
+        _tie_prefect_server()
+        from flows.maintenance import maintenance_flow
 
-    report = maintenance_flow()
+        report = maintenance_flow()
     out.print(
         f"kept granular data from {report.cutoff}; removed {len(report.objects_deleted):,} lake objects and "
         f"{sum(report.rows_deleted.values()):,} snapshot rows; daily aggregates kept; "
@@ -450,6 +625,7 @@ def prefect_blocks() -> None:
         raise ConfigError(
             "GCS_BUCKET and GCP_PROJECT_ID must be set.", "Export them from `terraform output pipeline_env`."
         )
+    _tie_prefect_server()
     block = GcsBucket(
         bucket=settings.gcs_bucket,
         bucket_folder="prefect-results",  # expires with the bucket's prefect-results/ lifecycle rule
@@ -505,9 +681,9 @@ def benchmark(
         history=(history_assets, history_years) if history else None,
         say=lambda line: err.print(line, highlight=False, soft_wrap=True),
     )
-    print(bench.markdown_table(report))
+    _stdout.write(bench.markdown_table(report) + "\n")
     for line in bench.summary_lines(report):
-        print(line)
+        _stdout.write(line + "\n")
     if json_path is not None:
         bench.write_json(report, json_path)
         err.print(f"wrote {json_path}", highlight=False, soft_wrap=True)
@@ -549,6 +725,7 @@ def automations(
     if not apply:
         out.print(f"{len(models)} automations valid; apply them with `coincap-pipeline automations --apply`.")
         return
+    _tie_prefect_server()
     for result in apply_automations(settings, file):
         out.print(f"{result.action:>9}  {result.name}  ({result.id})")
 
@@ -605,7 +782,7 @@ def looker_url(
     for ds in report.data_sources:
         partitioned = ", partitioned by " + ds.date_range_dimension if ds.partitioned else ""
         err.print(f"{ds.alias:>10} → {target.project}.{target.dataset}.{ds.table}{partitioned}", highlight=False)
-    sys.stdout.write(url + "\n")  # not through rich: it would wrap the URL
+    _stdout.write(url + "\n")  # not through rich: it would wrap the URL
 
 
 @app.command()
@@ -675,12 +852,12 @@ def _show_usage_error(exc: Any) -> None:
     message = exc.format_message().strip()
     if type(exc).__name__ == "NoArgsIsHelpError":
         if message:
-            exc.show()
+            exc.show(file=_stderr)
         return
     if _json_logs():  # the error as a log entry, so every stderr line stays JSON
         logging.getLogger("flows.cli").error("error: %s", message, extra={"exit_code": exc.exit_code})
     else:
-        exc.show()
+        exc.show(file=_stderr)
 
 
 def main() -> None:
@@ -698,9 +875,7 @@ def main() -> None:
         if _json_logs():  # the error line as a log entry, so every stderr line stays JSON
             logging.getLogger("flows.cli").error("error: %s", exc, extra={"exit_code": exc.exit_code})
         else:
-            from flows.observability import redact
-
-            err.print(f"[red]error:[/] {redact(str(exc))}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
         err.print("aborted")
@@ -710,6 +885,12 @@ def main() -> None:
         raise SystemExit(exc.exit_code) from None
     except _CLICK_EXITS as exc:
         raise SystemExit(exc.exit_code) from None
+    except Exception as exc:  # a bug: its traceback as Python prints it, but redacted like everything else
+        if _json_logs():
+            logging.getLogger("flows.cli").error("error: %s", exc, exc_info=True, extra={"exit_code": 1})
+        else:
+            _stderr.write(traceback.format_exc())
+        raise SystemExit(1) from None
     # Not standalone, click returns the code of a `ctx.exit(code)` (--help: 0; Ctrl-C: 130) instead of exiting.
     if isinstance(returned, int) and returned:
         raise SystemExit(returned)

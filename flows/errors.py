@@ -77,12 +77,14 @@ class NotWritable(StorageError):
 
 
 class DataDirBusy(PipelineError):
-    """Another run holds the data dir's lock (flows/lake/lock.py): two writers would collide on the warehouse."""
+    """Another job holds the data dir's lock (flows/lake/lock.py): two writers would collide on the warehouse (a
+    snapshot run), on the history files (a backfill) or on the stream's files (a price stream)."""
 
-    def __init__(self, data_dir: object, pid: int | None) -> None:
+    def __init__(self, data_dir: object, pid: int | None, job: str = "run") -> None:
         self.data_dir = data_dir
         self.pid = pid
+        self.job = job
         holder = f"pid {pid}" if pid else "pid unknown"
         super().__init__(
-            f"Another run is writing to {data_dir} ({holder});", "wait for it or use another PIPELINE_DATA_DIR."
+            f"Another {job} is writing to {data_dir} ({holder});", "wait for it or use another PIPELINE_DATA_DIR."
         )

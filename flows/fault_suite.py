@@ -229,6 +229,7 @@ class Tally:
     lost: int = 0  # served, neither landed nor quarantined
     invented: int = 0  # landed or quarantined, never served
     misrouted: int = 0  # a valid record quarantined, or an invalid one landed
+    beyond_scope: int = 0  # served past what a top-N scope asked for (over-delivered): trimmed, neither landed nor lost
     marts: int | None = None  # rows in the marts after dbt, when the scenario builds them
     marts_distinct: int | None = None
     examples: list[str] = field(default_factory=list)  # a few lost or misrouted identities
@@ -277,14 +278,40 @@ def _read(path: Path, columns: list[str]) -> list[dict[str, Any]]:
     return pq.read_table(path, columns=columns).to_pylist()
 
 
+def split_scope(records: Sequence[Any], key: Sequence[str], wanted: int) -> tuple[list[Any], list[Any]]:
+    """The records a top-N scope takes from a listing served in this order, and those past it (trimmed).
+
+    The extract's rule (`flows/extract.py`, `_PagingGuard._trim`): a record is "taken" when its key (every key field
+    a string) is new to the listing, or when it has no key; the records from the one that would make more than
+    `wanted` taken on are not asked for. Repeats of records already taken, later on, are harmless (deduplicated),
+    so by identity the split is exact. One listing: a scoped scenario must complete in its first run.
+    """
+    seen: set[tuple[Any, ...]] = set()
+    taken = 0
+    for i, record in enumerate(records):
+        values = tuple(record.get(k) for k in key) if isinstance(record, dict) else None
+        known = values if values is not None and all(type(v) is str for v in values) else None
+        new = known is not None and known not in seen
+        if taken + (new or known is None) > wanted:
+            return list(records[:i]), list(records[i:])
+        taken += new or known is None
+        if known is not None:
+            seen.add(known)
+    return list(records), []
+
+
 def account_snapshot(
     lake: Path,
     snapshot_id: str,
     served: dict[str, list[Any]],
     must_reject: dict[str, set[tuple[Any, ...]]],
     datasets: Sequence[str] = SNAPSHOT_DATASETS,
+    scopes: dict[str, int] | None = None,
 ) -> list[Tally]:
-    """Tally each dataset of one snapshot: what the API served against the lake's data and quarantine objects."""
+    """Tally each dataset of one snapshot: what the API served against the lake's data and quarantine objects.
+
+    `scopes`: dataset -> N of a top-N scope (COINCAP_ASSETS_LIMIT). What the API served past it (over-delivered) is
+    counted apart (`beyond_scope`): landing it would be an invention, not landing it no loss."""
     tallies = []
     for dataset in datasets:
         key = NATURAL_KEYS[dataset]
@@ -298,8 +325,14 @@ def account_snapshot(
             for path in sorted((lake / "quarantine" / dataset).glob(f"dt=*/{snapshot_id}.parquet"))
             for row in _read(path, ["record_json", "reason"])
         ]
-        served_ids = {identity(r, key) for r in served.get(dataset, ())}
-        tallies.append(_tally(dataset, served_ids, landed, quarantined, must_reject.get(dataset, set())))
+        records = served.get(dataset, [])
+        beyond: list[Any] = []
+        if scopes and dataset in scopes:
+            records, beyond = split_scope(records, key, scopes[dataset])
+        served_ids = {identity(r, key) for r in records}
+        tally = _tally(dataset, served_ids, landed, quarantined, must_reject.get(dataset, set()))
+        tally.beyond_scope = len({identity(r, key) for r in beyond} - served_ids)
+        tallies.append(tally)
     return tallies
 
 
@@ -436,6 +469,16 @@ class Scenario:
     marts: bool = False  # build the marts with dbt and count them
     baseline: bool = False  # no fault: a reference row
     note: str = ""  # why the outcome is what it is, when the table alone would not say
+    # A designed stop (a server no client should follow): the first run's error is one line holding these words.
+    stops_with: tuple[str, ...] = ()
+    max_requests: int | None = None  # the first run sends at most this many requests, whatever the server does
+    exact_credits: bool = False  # the run's metered credits equal what the stand-in billed (it says so in a header)
+
+    @property
+    def scopes(self) -> dict[str, int]:
+        """Top-N scopes of this scenario's settings (dataset -> N)."""
+        limit = self.settings.get("COINCAP_ASSETS_LIMIT")
+        return {"assets": int(limit)} if isinstance(limit, int) else {}
 
 
 def scenarios() -> list[Scenario]:
@@ -496,6 +539,46 @@ def scenarios() -> list[Scenario]:
             "snapshot-storage", "snapshot", "lake write #2 fails (nothing written) during publish",
             COMPLETED, storage_fault=(2, "fail", ""),
         ),
+        # hostile mode: what no honest CoinCap does; bounded by the client and the extract, never followed
+        Scenario(
+            "snapshot-ignore-offset", "snapshot", "hostile: every page is the first one, values drift on every answer",
+            failed_then_recovered("ApiError"), Faults(ignore_offset=True, drift_values=True, seed=seed),
+            publishes_nothing=True, stops_with=("the server ignores offset",), max_requests=3 * 3 + 1,
+            note="3 calls a paged listing, then one line",
+        ),
+        Scenario(
+            "snapshot-over-deliver", "snapshot", "hostile: pages carry 7 rows beyond the limit asked for", COMPLETED,
+            Faults(over_deliver=7, seed=seed),
+        ),
+        Scenario(
+            "snapshot-over-deliver-top-n", "snapshot", "hostile: 7 rows beyond the limit, top-50 assets scope",
+            COMPLETED, Faults(over_deliver=7, seed=seed), settings={"COINCAP_ASSETS_LIMIT": 50},
+        ),
+        Scenario(
+            "snapshot-trickle", "snapshot", "hostile: answers trickle 16 bytes / 50 ms (deadline 0.5 s, 2 attempts)",
+            failed_then_recovered("ApiUnavailable"), Faults(trickle_s=0.05, seed=seed),
+            settings={"COINCAP_CALL_DEADLINE": 0.5, "COINCAP_MAX_ATTEMPTS": 2}, publishes_nothing=True,
+            stops_with=("call deadline",), max_requests=4 * 3 * 2, note="3 task attempts x 2 calls a dataset",
+        ),
+        Scenario(
+            "snapshot-gzip-bomb", "snapshot", "hostile: 200 answers are a gzip bomb of 64 MB (cap 1 MB)",
+            failed_then_recovered("ApiError"), Faults(gzip_bomb_mb=64, seed=seed),
+            settings={"COINCAP_MAX_BODY_BYTES": 2**20}, publishes_nothing=True, stops_with=("refused",),
+            max_requests=4,
+        ),
+        Scenario(
+            "snapshot-redirect-other-host", "snapshot", "hostile: every call redirected (307) to another host",
+            failed_then_recovered("ApiError"), Faults(redirect="other-host", seed=seed), publishes_nothing=True,
+            stops_with=("to another host", "not followed"), max_requests=4,
+        ),
+        Scenario(
+            "snapshot-redirect-same-host", "snapshot", "every call redirected (307) once on the same host", COMPLETED,
+            Faults(redirect="same-host", seed=seed), exact_credits=True,
+        ),
+        Scenario(
+            "snapshot-dear-billing", "snapshot", "billing: 12 credits a call at least, said in X-Credits-Used",
+            COMPLETED, Faults(bill_floor=12, billing_header="X-Credits-Used", seed=seed), exact_credits=True,
+        ),
         Scenario(
             "backfill-5xx-storm", "backfill", "20 consecutive 5xx after 5 requests, then 10% 5xx", COMPLETED,
             Faults(storm_after=5, storm_requests=20, p_5xx=0.1, seed=seed),
@@ -528,6 +611,7 @@ class ScenarioResult:
     tallies: list[Tally] = field(default_factory=list)
     injected: dict[str, int] = field(default_factory=dict)
     api_retries: int = 0
+    first_run_requests: int = 0  # requests the stand-in received during the first run
     orphans: list[str] = field(default_factory=list)
     scratch_files: int = 0
     recover_s: float | None = None
@@ -589,6 +673,9 @@ class _Run:
         overrides.update(scenario.settings)
         self.server = StubServer(self.catalog, faults=replace(scenario.faults), api_keys={self.key})
         self.settings = suite_settings(self.data_dir, self.server.base_url, self.key, **overrides)
+        # dataset -> records of the stand-in's log that count as served: after a designed stop that published
+        # nothing, only those the next run was served (the stopped run's, values drifting, are not the same records)
+        self.served_from: dict[str, int] = {}
 
     # ---- flows
 
@@ -736,6 +823,8 @@ def run_scenario(scenario: Scenario, workdir: Path, api_url: str | None = None) 
                 result.api_retries += run.api_retries_of(summary)
                 completed = True
                 result.outcome = COMPLETED
+                if scenario.exact_credits:
+                    _check_credits(run, summary)
                 # absorbed in-run: the fault "cleared" with its last occurrence
                 faults_at = [t for t in (run.server.stats.last_fault_at, storage and storage.fired_at) if t]
                 if faults_at:
@@ -747,6 +836,15 @@ def run_scenario(scenario: Scenario, workdir: Path, api_url: str | None = None) 
                 result.first_error = f"{type(exc).__name__}: {what}".replace(f"{run.settings.lake_dir}/", "")
                 result.notes.append(f"first run: {result.first_error[:160].rstrip('.')}")
                 _check_failed_run(run, exc)
+                _check_stop(run, exc)
+            result.first_run_requests = run.server.stats.total_requests
+            if scenario.max_requests is not None:
+                if result.first_run_requests > scenario.max_requests:
+                    result.problems.append(
+                        f"the first run sent {result.first_run_requests} requests (at most {scenario.max_requests})"
+                    )
+                else:
+                    result.notes.append(f"{result.first_run_requests} requests")
         if storage is not None and not storage.fired:
             result.problems.append("the storage fault never fired")
         elif storage is not None and completed:
@@ -754,6 +852,8 @@ def run_scenario(scenario: Scenario, workdir: Path, api_url: str | None = None) 
 
         if not completed:  # clear the fault (quota reset, lake back, process restarted): the next run lands it all
             run.server.faults = Faults()
+            if scenario.stops_with and scenario.publishes_nothing:
+                run.served_from = {d: len(records) for d, records in run.server.stats.served.items()}
             cleared_at = time.time()
             try:
                 summary = run.run_flow(transform=scenario.marts)
@@ -771,6 +871,30 @@ def run_scenario(scenario: Scenario, workdir: Path, api_url: str | None = None) 
     result.seconds = round(time.perf_counter() - started, 2)
     _judge(run)
     return result
+
+
+def _check_stop(run: _Run, error: BaseException) -> None:
+    """A designed stop says what happened in one line, with the words the scenario expects."""
+    words = run.scenario.stops_with
+    if not words:
+        return
+    text = str(error)
+    if "\n" in text or "Traceback" in text:
+        run.result.problems.append(f"the stop is not one line: {text[:200]!r}")
+    missing = [w for w in words if w not in text]
+    if missing:
+        run.result.problems.append(f"the stop does not say {missing}: {text[:200]!r}")
+
+
+def _check_credits(run: _Run, summary: Any) -> None:
+    """The run metrics' credits (every call of every dataset, failed attempts included) are what the stand-in billed
+    (it says so in the billing header; the scenario's only run)."""
+    metered = sum(r.credits for r in summary.reports)
+    billed = run.server.stats.credits
+    if metered != billed:
+        run.result.problems.append(f"the run metered {metered:,} credits, the stand-in billed {billed:,}")
+    else:
+        run.result.notes.append(f"{metered:,} credits metered, as billed")
 
 
 def _check_failed_run(run: _Run, error: BaseException) -> None:
@@ -795,7 +919,11 @@ def _account(run: _Run, completed: bool) -> None:
     result.scratch_files = scratch_files(run.data_dir)
     if run.scenario.flow == "snapshot":
         rejects = must_reject_snapshot(run.catalog, run.scenario.faults)
-        result.tallies = account_snapshot(lake, SNAPSHOT_ID, stats.served, rejects)
+        served = {d: records[run.served_from.get(d, 0) :] for d, records in stats.served.items()}
+        result.tallies = account_snapshot(lake, SNAPSHOT_ID, served, rejects, scopes=run.scenario.scopes)
+        for tally in result.tallies:
+            if tally.beyond_scope:
+                result.notes.append(f"{tally.dataset}: {tally.beyond_scope} served beyond the scope, trimmed")
         if run.scenario.marts and completed:
             count_marts(run.settings, SNAPSHOT_ID, result.tallies)
     else:
@@ -994,6 +1122,11 @@ empty data folder; snapshots are a synthetic catalog of 100 assets, 120 rates, 1
 - **duplicates**: landed rows beyond one per natural key, plus quarantined rows beyond one per raw record.
 - **losses**: served records neither landed nor quarantined; after a designed failure (quota), counted after the
   run that follows the fault clearing.
+- **hostile rows** (`snapshot-ignore-offset` to `snapshot-dear-billing`): what no honest CoinCap does. A designed
+  stop is one line naming what happened, within a bound of requests (noted), publishes nothing, and the next run
+  against an honest server lands everything (a stopped run's records, values drifting, are not counted as served);
+  the other rows land exactly, the billing rows with every credit metered as billed. Records served past a top-N
+  scope (`COINCAP_ASSETS_LIMIT`) are noted apart: trimmed, neither landed nor counted as lost.
 - **recover s**: seconds from the fault clearing (the last injected fault for faults absorbed in-run; the quota
   reset, the restored lake or the restart otherwise) to a completed run. Retries are quick here (10-50 ms backoff,
   task retries without their 5-300 s production delays), so these are lower bounds of what production waits.

@@ -197,12 +197,18 @@ def publish_task(staged: list[StagedFiles]) -> list[str]:
 
 
 def build_marts(settings: Settings, full_refresh: bool = False) -> DbtOutcome:
-    """Make every table dbt reads exist (lake placeholders, ops tables), then `dbt build` the marts."""
+    """Move corrupt lake files aside, make every table dbt reads exist (lake placeholders, ops tables), then
+    `dbt build` the marts."""
     schemas = {name: contract.arrow_schema() for name, contract in CONTRACTS.items()}
     schemas.update(prices_stream=TICK_SCHEMA, prices_stream_gaps=GAP_SCHEMA)  # read by dbt even if never streamed
     from flows.backfill import ensure_history_readable  # backfill imports this module's task helpers
+    from flows.contracts.datasets import ASSET_HISTORY
+    from flows.lake.integrity import verify_lake
 
     staging = settings.data_dir.resolve() / "staging"
+    # One corrupt file would fail every build from now on: files not verified before are checked, bad ones moved
+    # to corrupt/ with a warning each. Before the placeholders, so a dataset left without files gets one.
+    verify_lake(lake_storage(settings), {**schemas, "asset_history": ASSET_HISTORY.arrow_schema()}, staging)
     ensure_readable(lake_storage(settings), schemas, staging)
     ensure_history_readable(lake_storage(settings), staging)
     warehouse(settings).ensure_ops_tables()  # the health views read ops.pipeline_runs and ops.dq_results
@@ -401,10 +407,13 @@ def _step_row(
 
 
 @contextmanager
-def _one_run_per_data_dir() -> Iterator[None]:
-    """Hold the data dir's lock for the whole run: a second run on it stops at once with one line ("another run
-    is writing to …") instead of colliding with this one on DuckDB's lock halfway through."""
-    with data_dir_lock(current_settings().data_dir):
+def _one_run_per_data_dir(job: str) -> Iterator[None]:
+    """Hold the data dir's pipeline lock for the whole run, as `job`: a second run on it stops at once with one line
+    ("another snapshot run is writing to …") instead of colliding with this one on DuckDB's lock halfway through.
+
+    The CLI takes the same lock before Prefect starts and calls the flow in the same thread, which re-enters it;
+    a deployment's flow run takes it here."""
+    with data_dir_lock(current_settings().data_dir, kind="pipeline", job=job):
         yield
 
 
@@ -421,7 +430,7 @@ def snapshot_flow(
     transform: bool = True,
 ) -> SnapshotSummary:
     """Extract assets, rates, exchanges and markets under one snapshot id, then build the marts with dbt."""
-    with redacted_errors(), _one_run_per_data_dir():
+    with redacted_errors(), _one_run_per_data_dir("snapshot run"):
         return _run_snapshot(datasets, snapshot_id, transform)
 
 
@@ -434,7 +443,7 @@ def _dataset_flow(dataset: Dataset) -> Any:
         on_crashed=[alert_on_failure],
     )
     def dataset_flow(snapshot_id: SnapshotId | None = None, transform: bool = False) -> SnapshotSummary:
-        with redacted_errors(), _one_run_per_data_dir():
+        with redacted_errors(), _one_run_per_data_dir(f"{dataset} run"):
             return _run_snapshot([dataset], snapshot_id, transform)
 
     dataset_flow.__doc__ = f"Extract {dataset} for one snapshot (optionally rebuild the marts)."
@@ -452,7 +461,7 @@ markets_flow = _dataset_flow("markets")
 def transform_flow(full_refresh: bool = False) -> DbtOutcome:
     """Build and test the marts from what is in the lake."""
     # A dbt-only run is recorded under the moment it ran, in the snapshot-id format.
-    with redacted_errors(), _one_run_per_data_dir():
+    with redacted_errors(), _one_run_per_data_dir("dbt build"):
         run_id = _flow_run_id()
         outcome = _build_marts(warehouse(current_settings()), Snapshot.now().id, run_id, full_refresh)
         _check_quality(None, run_id)  # each dataset's latest snapshot

@@ -631,9 +631,17 @@ def stream_flow(
     def log_batch(batch: BatchReport) -> None:
         logger.info("batch: %d ticks, %d quarantined, lag %.2f s", batch.ticks, batch.quarantined, batch.lag_s)
 
-    with redacted_errors():  # what Prefect records of a failure holds no secret
+    from flows.lake.lock import data_dir_lock
+
+    settings = current_settings()
+    # One stream per data dir (two would write every tick twice and pay twice); its own lock, not the snapshot's:
+    # a stream runs for most of an hour, alongside hourly snapshots. The CLI took it already (re-entered here).
+    with (
+        redacted_errors(),  # what Prefect records of a failure holds no secret
+        data_dir_lock(settings.data_dir, kind="stream", job="price stream"),
+    ):
         return stream_prices(
-            current_settings(),
+            settings,
             assets,
             ws_url=ws_url,
             batch_seconds=batch_seconds,
@@ -772,11 +780,20 @@ if __name__ == "__main__":
     parser.add_argument("--assets", default="bitcoin,ethereum", help="comma list of slugs, or ALL")
     parser.add_argument("--ws-url", default=None, help="a real stream (needs COINCAP_API_KEY); default: local stand-in")
     args = parser.parse_args()
-    report = measure_freshness(
-        current_settings() if args.ws_url else None,
-        seconds=args.seconds,
-        batch_seconds=args.batch_seconds,
-        assets=args.assets.split(","),
-        ws_url=args.ws_url,
-    )
+    from contextlib import nullcontext
+
+    from flows.lake.lock import data_dir_lock
+
+    # A real stream goes into the settings' lake: one stream per data dir, as for the flow (the stand-in's goes
+    # into a temporary lake).
+    with (
+        data_dir_lock(current_settings().data_dir, kind="stream", job="price stream") if args.ws_url else nullcontext()
+    ):
+        report = measure_freshness(
+            current_settings() if args.ws_url else None,
+            seconds=args.seconds,
+            batch_seconds=args.batch_seconds,
+            assets=args.assets.split(","),
+            ws_url=args.ws_url,
+        )
     print(report.line())

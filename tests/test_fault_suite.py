@@ -20,6 +20,7 @@ import requests
 
 from flows.errors import StorageError
 from flows.fault_suite import (
+    COMPLETED,
     KILLED_THEN_RECOVERED,
     FaultyStorage,
     account_snapshot,
@@ -29,9 +30,11 @@ from flows.fault_suite import (
     run_scenario,
     run_suite,
     scenarios,
+    split_scope,
 )
 from flows.lake.storage import LakeStorage, LocalStorage
 from flows.local_api import Catalog, Faults, StubServer
+from flows.local_api.catalog import RawRecord
 from flows.local_api.faults import NEW_FIELDS, OPTIONAL_FIELDS, drift_record, has_wrong_type
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,6 +134,46 @@ def test_drift_is_decided_per_record_and_keeps_the_keys(catalog: Catalog) -> Non
     assert not any(has_wrong_type("assets", a) for a in catalog.assets)
 
 
+def test_raw_records_and_envelope_timestamps_are_served_as_given(catalog: Catalog) -> None:
+    """What a dict cannot say is served verbatim (for the hostile property tests): a number no float spells, an
+    escaped lone surrogate, a record that is not an object; and an implausible envelope timestamp."""
+    raw = RawRecord('{"id":"x","priceUsd":-0,"name":"\\ud800","big":1e400}')
+    srv = StubServer(Catalog(assets=[raw, RawRecord("null"), {"id": "y"}]), api_keys={KEY})
+    with srv:
+        srv.envelope_timestamp = RawRecord("-0")
+        body = get(srv, "/assets").content
+        assert body.startswith(b'{"data":[' + str(raw).encode() + b',null,{"id":"y"}],"timestamp":-0}')
+        srv.envelope_timestamp = 2**63 - 1
+        assert get(srv, "/assets").json()["timestamp"] == 2**63 - 1
+        srv.faults = Faults(drift_values=True)  # a raw record never drifts; the others still do
+        assert get(srv, "/assets").json()["data"][:2] == [
+            {"id": "x", "priceUsd": 0, "name": "\ud800", "big": float("inf")},
+            None,
+        ]
+        assert srv.stats.served_keys("assets") == {("y",)}  # records that are not objects have no key
+
+
+def test_a_trickled_answer_counts_as_served_only_when_sent_whole(catalog: Catalog) -> None:
+    """The records of an answer the client left mid-trickle were never served whole: the accounting must not count
+    them (nor may they be missing from it once the last byte went out)."""
+    with StubServer(catalog, faults=Faults(trickle_s=0.05), api_keys={KEY}) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as conn:  # leaves after a few bytes
+            conn.sendall(f"GET /v3/rates HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode())
+            assert conn.recv(16).startswith(b"HTTP/1.1 200")
+        assert wait_for(lambda: srv.stats.abandoned == 1)
+        assert srv.stats.served_counts["rates"] == 0 and srv.stats.credits > 1  # billed, never served whole
+        srv.faults = Faults(trickle_s=0.0005)
+        assert get(srv, "/exchanges", limit=2).ok
+        assert srv.stats.served_counts["exchanges"] == 2
+
+
+def test_billing_above_the_byte_rule_is_counted_as_a_fault(catalog: Catalog) -> None:
+    with StubServer(catalog, faults=Faults(bill_floor=12, billing_header="X-Credits-Used"), api_keys={KEY}) as srv:
+        answer = get(srv, "/rates")
+        assert answer.headers["X-Credits-Used"] == "12" and srv.stats.credits == 12
+        assert srv.stats.injected == {"billed above the byte rule": 1}
+
+
 # ---- lake doubles -----------------------------------------------------------------------------------------
 
 
@@ -221,6 +264,49 @@ def test_accounting_catches_losses_duplicates_misrouting_and_inventions(tmp_path
     assert tally(["a", "b"], [rejects[0], (keyless, "")]) == {**clean, "without_reason": 1}
 
 
+def test_a_top_n_scope_splits_what_was_asked_for_from_what_was_over_delivered() -> None:
+    """The extract's rule: a record is taken when its key is new or it has none; from the one that would make more
+    than N taken, nothing was asked for. Repeats after it are harmless; keyless records count each time."""
+    a, b, c, d = ({"id": k} for k in "abcd")
+    keyless = {"rank": "9"}
+    assert split_scope([a, b, a, c, d], ("id",), 2) == ([a, b, a], [c, d])
+    assert split_scope([a, keyless, keyless, b], ("id",), 3) == ([a, keyless, keyless], [b])
+    assert split_scope([a, {"id": 7}, b], ("id",), 2) == ([a, {"id": 7}], [b])  # a key that is not a string
+    assert split_scope([a, b], ("id",), 5) == ([a, b], [])
+
+
+def test_accounting_with_a_scope_counts_what_was_trimmed_apart(tmp_path: Path) -> None:
+    """Over-delivered records beyond a top-N scope are neither lost when not landed nor allowed to land."""
+    served = {"rates": [{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": "d"}]}
+    lake = tmp_path / "lake"
+    write_snapshot(lake, ["a", "b"], [])
+    (t,) = account_snapshot(lake, SNAP, served, {}, datasets=("rates",), scopes={"rates": 2})
+    assert (t.served, t.lost, t.invented, t.beyond_scope) == (2, 0, 0, 2)
+    write_snapshot(lake, ["a", "b", "c"], [])  # a record past the scope landed: an invention
+    (t,) = account_snapshot(lake, SNAP, served, {}, datasets=("rates",), scopes={"rates": 2})
+    assert (t.lost, t.invented, t.beyond_scope) == (0, 1, 2)
+    (t,) = account_snapshot(lake, SNAP, served, {}, datasets=("rates",))  # no scope: d is lost
+    assert (t.served, t.lost, t.beyond_scope) == (4, 1, 0)
+
+
+def test_the_hostile_rows_cover_every_hostile_behaviour_with_a_designed_outcome() -> None:
+    """Every hostile fault of the stand-in has a row; a stop is one line, bounded in requests, publishes nothing;
+    the rows that land say they land exactly."""
+    rows = {s.name: s for s in scenarios() if s.flow == "snapshot"}
+    used = {
+        name for s in rows.values() for name in ("ignore_offset", "drift_values", "over_deliver", "trickle_s",
+                                                 "redirect", "gzip_bomb_mb", "bill_floor") if getattr(s.faults, name)
+    }  # fmt: skip
+    assert used == {"ignore_offset", "drift_values", "over_deliver", "trickle_s", "redirect", "gzip_bomb_mb",
+                    "bill_floor"}  # fmt: skip
+    assert rows["snapshot-redirect-other-host"].faults.redirect == "other-host"
+    assert rows["snapshot-over-deliver-top-n"].scopes == {"assets": 50}
+    for scenario in rows.values():
+        if scenario.stops_with:
+            assert scenario.expect != COMPLETED and scenario.publishes_nothing and scenario.max_requests, scenario.name
+    assert rows["snapshot-dear-billing"].exact_credits and rows["snapshot-dear-billing"].faults.billing_header
+
+
 # ---- the suite --------------------------------------------------------------------------------------------
 
 
@@ -255,3 +341,16 @@ def test_fault_suite_loses_nothing_and_duplicates_nothing(prefect_api: str, tmp_
         use_settings(None)
     assert any("outcome 'completed'" in p for p in wrong.problems), wrong.problems
     assert "the fault never fired" in wrong.problems
+
+    # a stop that does not say what the row expects, or costs more requests than its bound; credits not as billed
+    bomb = next(s for s in scenarios() if s.name == "snapshot-gzip-bomb")
+    billing = next(s for s in scenarios() if s.name == "snapshot-dear-billing")
+    try:
+        loud = run_scenario(replace(bomb, stops_with=("ignores offset",), max_requests=1), tmp_path / "y", prefect_api)
+        silent_billing = replace(billing, faults=replace(billing.faults, billing_header=""))
+        silent = run_scenario(silent_billing, tmp_path / "z", prefect_api)
+    finally:
+        use_settings(None)
+    assert any("does not say ['ignores offset']" in p for p in loud.problems), loud.problems
+    assert any("the first run sent 4 requests (at most 1)" in p for p in loud.problems), loud.problems
+    assert any(p.startswith("the run metered") for p in silent.problems), silent.problems

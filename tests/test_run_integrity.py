@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,19 +113,27 @@ _HOLDER = """
 import sys, time
 from pathlib import Path
 from flows.lake.lock import data_dir_lock
-with data_dir_lock(Path(sys.argv[1])):
+with data_dir_lock(Path(sys.argv[1]), kind=sys.argv[3], job=sys.argv[4]):
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))
 """
 
 
-def _hold_lock(data_dir: Path, seconds: float) -> subprocess.Popen[str]:
+def _hold_lock(
+    data_dir: Path, seconds: float, kind: str = "pipeline", job: str = "snapshot run"
+) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(data_dir), str(seconds)],
+        [sys.executable, "-c", _HOLDER, str(data_dir), str(seconds), kind, job],
         cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
     return proc
+
+
+def _busy(data_dir: Path, job: str, pid: int) -> str:
+    """The one line a refused job says (after `error: ` in the CLI)."""
+    where = data_dir.resolve()
+    return f"Another {job} is writing to {where} (pid {pid}); wait for it or use another PIPELINE_DATA_DIR."
 
 
 def test_a_second_writer_is_refused_at_once_waits_a_bounded_time_and_a_killed_holder_blocks_nobody(tmp_path):
@@ -136,10 +145,7 @@ def test_a_second_writer_is_refused_at_once_waits_a_bounded_time_and_a_killed_ho
         with pytest.raises(DataDirBusy) as refused, data_dir_lock(data_dir, wait_s=0.5):
             pass
         assert 0.4 < time.monotonic() - started < 5, "waits its bounded time, no longer"
-        assert str(refused.value) == (
-            f"Another run is writing to {data_dir.resolve()} (pid {holder.pid}); "
-            "wait for it or use another PIPELINE_DATA_DIR."
-        )
+        assert str(refused.value) == _busy(data_dir, "snapshot run", holder.pid)
         holder.send_signal(signal.SIGKILL)  # a crashed run: the kernel releases its flock
         holder.wait(10)
         with data_dir_lock(data_dir, wait_s=0):
@@ -196,10 +202,7 @@ def test_two_runs_on_one_data_dir_the_second_stops_at_once_with_one_line(prefect
             raise
         assert second.returncode == 1, err[-2000:]
         lines = [line for line in err.splitlines() if line.startswith("error:")]
-        assert lines == [
-            f"error: Another run is writing to {data_dir.resolve()} (pid {first.pid}); "
-            "wait for it or use another PIPELINE_DATA_DIR."
-        ], err[-2000:]
+        assert lines == [f"error: {_busy(data_dir, 'snapshot run', first.pid)}"], err[-2000:]
         assert "fix the model" not in err.lower()
         assert first.poll() is None, "the first run was not disturbed"
         stub.faults.hang_after = 0  # release the first run: it finishes normally
@@ -210,6 +213,140 @@ def test_two_runs_on_one_data_dir_the_second_stops_at_once_with_one_line(prefect
         if first.poll() is None:
             first.kill()
             first.communicate()
+
+
+def test_each_kind_of_job_has_its_own_lock_and_the_message_names_the_holders_job(tmp_path):
+    """A snapshot run, a backfill and a price stream run side by side on one data dir; a second of each does not."""
+    data_dir = tmp_path / "data"
+    holders = {
+        kind: _hold_lock(data_dir, 60, kind, job)
+        for kind, job in (("pipeline", "snapshot run"), ("backfill", "backfill"), ("stream", "price stream"))
+    }
+    try:
+        for kind, holder in holders.items():
+            assert holder_pid(data_dir, kind) == holder.pid
+        refused = {}
+        for kind in holders:
+            with pytest.raises(DataDirBusy) as caught, data_dir_lock(data_dir, kind=kind):  # type: ignore[arg-type]
+                pass
+            refused[kind] = str(caught.value)
+        assert refused == {
+            "pipeline": _busy(data_dir, "snapshot run", holders["pipeline"].pid),
+            "backfill": _busy(data_dir, "backfill", holders["backfill"].pid),
+            "stream": _busy(data_dir, "price stream", holders["stream"].pid),
+        }
+        first = holders.pop("pipeline")  # gone: the others still hold theirs, the kinds are independent
+        first.kill()
+        first.wait(10)
+        with data_dir_lock(data_dir, kind="pipeline", job="maintenance run"):
+            assert holder_pid(data_dir, "pipeline") == os.getpid()
+            assert holder_pid(data_dir, "backfill") == holders["backfill"].pid
+        assert sorted(p.name for p in data_dir.glob(".*.lock")) == [".backfill.lock", ".pipeline.lock", ".stream.lock"]
+    finally:
+        for holder in holders.values():
+            holder.kill()
+            holder.wait(10)
+
+
+# Runs main() as the console script does, then says whether Prefect was ever imported.
+_DRIVER = """
+import sys
+from flows.cli import main
+sys.argv = ["coincap-pipeline", *sys.argv[1:]]
+try:
+    main()
+finally:
+    print("prefect imported:", "prefect" in sys.modules, flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "kind", "job"),
+    [
+        (["run"], "pipeline", "snapshot run"),
+        (["run", "--dataset", "rates", "--no-transform"], "pipeline", "maintenance run"),
+        (["maintenance"], "pipeline", "snapshot run"),
+        (["quality"], "pipeline", "dbt build"),
+        (["backfill", "--asset", "bitcoin", "--interval", "h1"], "backfill", "backfill"),
+        (["stream", "--minutes", "1"], "stream", "price stream"),
+    ],
+)
+def test_a_busy_data_dir_is_refused_by_the_cli_before_prefect_is_imported(tmp_path, args, kind, job):
+    """No PREFECT_API_URL: a command that reached Prefect would start its temporary server (~20 s) before the flow
+    said the data dir is busy. The CLI takes the lock first: one line, exit 1, about a second, Prefect untouched."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    import duckdb
+
+    duckdb.connect(str(data_dir / "warehouse.duckdb")).close()  # `quality` checks there is a warehouse first
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COINCAP_", "PIPELINE_", "PREFECT_"))}
+    env.update(PYTHONPATH=str(ROOT), PIPELINE_DATA_DIR=str(data_dir), PREFECT_HOME=str(tmp_path / "prefect"),
+               COINCAP_API_KEY=API_KEY, COINCAP_API_BASE_URL="http://127.0.0.1:9/v3")  # fmt: skip
+    holder = _hold_lock(data_dir, 60, kind, job)
+    try:
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-c", _DRIVER, *args], cwd=tmp_path, env=env, text=True,
+                                capture_output=True, timeout=120)  # fmt: skip
+        elapsed = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert lines == [f"error: {_busy(data_dir, job, holder.pid)}"], result.stderr[-2000:]
+    assert "prefect imported: False" in result.stdout, "the lock is taken before Prefect is imported"
+    assert "temporary server" not in result.stderr
+    assert elapsed < 15, f"refused after {elapsed:.1f} s"  # about 1 s; generous for a busy machine
+
+
+def test_the_flow_re_enters_the_lock_its_caller_holds_and_another_thread_is_refused(prefect_api, settings, stub):
+    """What the CLI does: take the lock, then call the flow, which takes it again. Prefect 3 runs a sync flow in
+    the caller's thread, so the flow re-enters the lock; a flow started in another thread of the process is
+    refused like another process (two flows in one process never both write)."""
+    data_dir = settings.data_dir
+    with data_dir_lock(data_dir, job="snapshot run"):
+        refused: list[BaseException] = []
+
+        def other_thread() -> None:
+            try:
+                snapshot_flow(datasets=["rates"], transform=False)
+            except BaseException as exc:
+                refused.append(exc)
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join(120)
+        assert len(refused) == 1 and isinstance(refused[0], DataDirBusy), refused
+        assert str(refused[0]) == _busy(data_dir, "snapshot run", os.getpid())
+        assert stub.stats.total_requests == 0, "refused before any call"
+
+        summary = snapshot_flow(datasets=["rates"], transform=False)  # in this thread: re-entered
+        assert [r.dataset for r in summary.reports] == ["rates"] and summary.reports[0].valid > 0
+        assert holder_pid(data_dir) == os.getpid(), "still held by the caller after the flow returned"
+    assert holder_pid(data_dir) is None
+
+
+def test_the_backfill_and_stream_flows_take_their_own_locks(prefect_api, settings, stub):
+    """Deployments have no CLI: the flows lock too, each its own kind (not the snapshot's)."""
+    from flows.backfill import backfill_flow
+    from flows.stream import stream_flow
+
+    data_dir = settings.data_dir
+    snapshot = _hold_lock(data_dir, 60, "pipeline", "snapshot run")
+    backfill = _hold_lock(data_dir, 60, "backfill", "backfill")
+    stream = _hold_lock(data_dir, 60, "stream", "price stream")
+    try:
+        with pytest.raises(DataDirBusy) as busy_backfill:
+            backfill_flow(assets=["bitcoin"], interval="h1")
+        with pytest.raises(DataDirBusy) as busy_stream:
+            stream_flow(assets=["bitcoin"], max_minutes=0.01, ws_url="ws://127.0.0.1:9/prices")
+        assert str(busy_backfill.value) == _busy(data_dir, "backfill", backfill.pid)
+        assert str(busy_stream.value) == _busy(data_dir, "price stream", stream.pid)
+        assert stub.stats.total_requests == 0
+    finally:
+        for holder in (snapshot, backfill, stream):
+            holder.kill()
+            holder.wait(10)
 
 
 # ---- unwritable paths: one line naming the path, never retried -----------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flows.errors import StorageError
+from flows.lake.storage import ObjectInfo
 
 if TYPE_CHECKING:
     from google.api_core.retry import Retry
@@ -186,6 +187,81 @@ class GcsStorage:
             if isinstance(exc.__cause__, gexc.NotFound) and self.bucket_exists():
                 raise FileNotFoundError(f"No lake object {self._uri(key)}") from None
             raise
+
+    # -- for the integrity check (flows/lake/integrity.py) ---------------------------------------------------
+
+    def list_info(self, prefix: str) -> list[ObjectInfo]:
+        """`list(prefix)` with each object's size and generation, from the same listing requests."""
+        folder = prefix.strip("/")
+        base = self._name(folder) if folder else self.prefix
+        query = f"{base}/" if base else ""
+
+        def blobs() -> list[tuple[str, int, int]]:
+            found = self.client.list_blobs(self.bucket_name, prefix=base or None, retry=self.retry,
+                                           timeout=REQUEST_TIMEOUT,
+                                           fields="items(name,size,generation),nextPageToken")  # fmt: skip
+            return [(b.name, int(b.size or 0), int(b.generation or 0)) for b in found
+                    if (b.name == base or b.name.startswith(query)) and not b.name.endswith("/")]  # fmt: skip
+
+        infos = [ObjectInfo(self._key(n), size, str(g)) for n, size, g in self._call(prefix or "", "list", blobs)]
+        return sorted((i for i in infos if not PurePosixPath(i.key).name.startswith(".")), key=lambda i: i.key)
+
+    def read_range(self, key: str, start: int, length: int, version: str | None = None) -> bytes:
+        """`length` bytes of `key` from `start` (fewer at its end), of generation `version` when given;
+        `FileNotFoundError` when it (or that generation) is gone."""
+        from google.api_core import exceptions as gexc
+
+        if length <= 0:
+            return b""
+        blob = self._bucket_handle().blob(self._name(key), generation=int(version) if version else None)
+
+        def download() -> bytes:
+            # checksum=None: GCS's hashes cover the whole object, never a range of it
+            return bytes(blob.download_as_bytes(start=start, end=start + length - 1, checksum=None,
+                                                retry=self.retry, timeout=REQUEST_TIMEOUT))  # fmt: skip
+
+        try:
+            return self._call(key, "read", download)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, gexc.NotFound) and self.bucket_exists():
+                raise FileNotFoundError(f"No lake object {self._uri(key)}") from None
+            if isinstance(exc.__cause__, gexc.RequestRangeNotSatisfiable):  # past the end (the object shrank)
+                return b""
+            raise
+
+    def move(self, key: str, dest: str, version: str | None = None) -> bool:
+        """Copy `key` (generation `version`, else the live one) to `dest`, then delete exactly that generation.
+
+        GCS has no rename: between the two calls both objects exist, never neither. False, leaving `key` alone and
+        taking back the copy, when `key` is gone or was replaced meanwhile."""
+        from google.api_core import exceptions as gexc
+
+        generation = int(version) if version else self.generation(key)
+        if not generation:
+            return False
+        bucket = self._bucket_handle()
+        source = bucket.blob(self._name(key))
+
+        def copy() -> None:
+            bucket.copy_blob(source, bucket, self._name(dest), source_generation=generation,
+                             if_source_generation_match=generation, retry=self.retry,
+                             timeout=REQUEST_TIMEOUT)  # fmt: skip
+
+        def delete() -> None:
+            with contextlib.suppress(gexc.NotFound):  # a retried delete whose first try landed
+                source.delete(if_generation_match=generation, retry=self.retry, timeout=REQUEST_TIMEOUT)
+
+        for step in (copy, delete):
+            try:
+                self._call(key, "move", step)
+            except StorageError as exc:
+                if not isinstance(exc.__cause__, gexc.PreconditionFailed | gexc.NotFound) or not self.bucket_exists():
+                    raise
+                if step is delete:  # replaced after the copy: the copy goes, the new version stays
+                    with contextlib.suppress(StorageError):
+                        self.delete(dest)
+                return False
+        return True
 
     # -- helpers -----------------------------------------------------------------------------------------------
 

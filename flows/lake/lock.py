@@ -1,13 +1,23 @@
-"""One writer per data dir: a file lock (`<data dir>/.pipeline.lock`) held for a whole run.
+"""One writer per data dir and kind of job: a file lock held for a whole run.
 
 Two runs on one data dir would collide on DuckDB's single-writer lock (and on staged files) halfway through, with
 an error that blames the model or the data. The second run instead waits up to `LOCK_WAIT_S` for the first, then
-stops with one line naming the data dir and the holder's pid.
+stops with one line naming the data dir, what the holder is doing and its pid.
+
+Each kind of job has its own lock, so that jobs which do not collide still run side by side:
+- `pipeline` (`<data dir>/.pipeline.lock`): what writes the warehouse and the snapshot files (snapshot and dataset
+  runs, the dbt build, maintenance);
+- `backfill` (`.backfill.lock`): a history backfill writes only history files, alongside hourly snapshots;
+- `stream` (`.stream.lock`): a price stream runs for most of an hour, alongside hourly snapshots.
+
+The CLI takes the lock before Prefect is imported (a second run fails in a second, not after Prefect's temporary
+server started), and the flows take it again for deployments, where no CLI runs.
 
 `fcntl.flock` is released by the kernel when its holder dies, however it dies (`kill -9` included): a crashed run
-never blocks the next one, and the lock file left behind holds no lock. The file keeps the last holder's pid, for
-the message only. Within one process the lock is re-entrant for the thread holding it (a flow that calls another
-flow's body), and another thread of the same process is refused like another process.
+never blocks the next one, and the lock file left behind holds no lock. The file keeps the last holder's pid and
+job ("<pid> <job>"), for the message only. Within one process the lock is re-entrant for the thread holding it (the
+CLI that then calls the flow, which Prefect 3 runs in the caller's thread; a flow that calls another flow's body),
+and another thread of the same process is refused like another process.
 """
 
 from __future__ import annotations
@@ -19,30 +29,40 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from flows.errors import DataDirBusy, StorageError
 from flows.lake.storage import not_writable
 
-LOCK_NAME = ".pipeline.lock"
+LockKind = Literal["pipeline", "backfill", "stream"]
+LOCK_NAMES: dict[str, str] = {"pipeline": ".pipeline.lock", "backfill": ".backfill.lock", "stream": ".stream.lock"}
+LOCK_NAME = LOCK_NAMES["pipeline"]
+# What a holder is called in the message when it did not say (or its file predates the job field).
+_DEFAULT_JOBS: dict[str, str] = {"pipeline": "run", "backfill": "backfill", "stream": "price stream"}
 # How long a second run waits for the first before giving up with one line. A module constant, meant to become a
 # setting (e.g. PIPELINE_LOCK_WAIT_S) if deployments ever need to queue runs: 0 fails at once.
 LOCK_WAIT_S = 0.0
 _POLL_S = 0.2
 
-_held: dict[Path, tuple[int, int, int]] = {}  # data dir -> (holding thread id, depth, fd)
+_held: dict[tuple[Path, str], tuple[int, int, int]] = {}  # (data dir, kind) -> (holding thread id, depth, fd)
 _held_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def data_dir_lock(data_dir: Path, wait_s: float | None = None) -> Iterator[None]:
-    """Hold `data_dir`'s run lock for the block; `DataDirBusy` when another run holds it past `wait_s` seconds
-    (default `LOCK_WAIT_S`), `NotWritable` when the data dir cannot be written at all."""
-    folder = data_dir.resolve()
+def data_dir_lock(
+    data_dir: Path, wait_s: float | None = None, *, kind: LockKind = "pipeline", job: str | None = None
+) -> Iterator[None]:
+    """Hold `data_dir`'s `kind` lock for the block, as `job` (what others' message calls this holder, e.g.
+    "snapshot run"); `DataDirBusy` when another job holds it past `wait_s` seconds (default `LOCK_WAIT_S`),
+    `NotWritable` when the data dir cannot be written at all."""
+    if kind not in LOCK_NAMES:
+        raise ValueError(f"unknown lock kind {kind!r}; one of {', '.join(LOCK_NAMES)}")
+    key = (data_dir.resolve(), kind)
     me = threading.get_ident()
     with _held_lock:
-        holder = _held.get(folder)
+        holder = _held.get(key)
         if holder is not None and holder[0] == me:
-            _held[folder] = (me, holder[1] + 1, holder[2])
+            _held[key] = (me, holder[1] + 1, holder[2])
             reentered = True
         else:
             reentered = False
@@ -51,23 +71,23 @@ def data_dir_lock(data_dir: Path, wait_s: float | None = None) -> Iterator[None]
             yield
         finally:
             with _held_lock:
-                thread, depth, fd = _held[folder]
-                _held[folder] = (thread, depth - 1, fd)
+                thread, depth, fd = _held[key]
+                _held[key] = (thread, depth - 1, fd)
         return
 
-    fd = _acquire(folder, LOCK_WAIT_S if wait_s is None else wait_s)
+    fd = _acquire(key[0], kind, job or _DEFAULT_JOBS[kind], LOCK_WAIT_S if wait_s is None else wait_s)
     with _held_lock:
-        _held[folder] = (me, 1, fd)
+        _held[key] = (me, 1, fd)
     try:
         yield
     finally:
         with _held_lock:
-            _held.pop(folder, None)
+            _held.pop(key, None)
         _release(fd)
 
 
-def _acquire(folder: Path, wait_s: float) -> int:
-    path = folder / LOCK_NAME
+def _acquire(folder: Path, kind: str, job: str, wait_s: float) -> int:
+    path = folder / LOCK_NAMES[kind]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes (PEP 446)
@@ -82,18 +102,18 @@ def _acquire(folder: Path, wait_s: float) -> int:
             break
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                pid = _read_pid(fd)
+                pid, their_job = _read_holder(fd)
                 os.close(fd)
-                raise DataDirBusy(folder, pid) from None
+                raise DataDirBusy(folder, pid, their_job or _DEFAULT_JOBS[kind]) from None
             time.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
         except OSError as exc:  # a file system without locks (some network mounts)
             os.close(fd)
             raise StorageError(
                 f"Cannot lock {path} ({exc.strerror or exc}).", "Put PIPELINE_DATA_DIR on a local disk."
             ) from None
-    with contextlib.suppress(OSError):  # a full disk: the lock holds, only the pid for others' message is missing
+    with contextlib.suppress(OSError):  # a full disk: the lock holds, only the holder's line for others is missing
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {' '.join(job.split())}\n".encode(), 0)
     return fd
 
 
@@ -104,17 +124,19 @@ def _release(fd: int) -> None:
         os.close(fd)
 
 
-def _read_pid(fd: int) -> int | None:
+def _read_holder(fd: int) -> tuple[int | None, str | None]:
+    """The pid and job a lock file records ("<pid> <job>"; older files hold the pid alone)."""
     try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        text = os.pread(fd, 256, 0).decode("utf-8", "replace").strip()
     except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+        return None, None
+    pid, _, job = text.partition(" ")
+    return (int(pid) if pid.isdigit() else None), (job.strip() or None)
 
 
-def holder_pid(data_dir: Path) -> int | None:
-    """The pid of the run holding `data_dir`'s lock; None when no run holds it (or its pid is not written yet)."""
-    path = data_dir.resolve() / LOCK_NAME
+def holder_pid(data_dir: Path, kind: LockKind = "pipeline") -> int | None:
+    """The pid of the job holding `data_dir`'s `kind` lock; None when none holds it (or its pid is not written yet)."""
+    path = data_dir.resolve() / LOCK_NAMES[kind]
     try:
         fd = os.open(path, os.O_RDWR)
     except OSError:
@@ -123,7 +145,7 @@ def holder_pid(data_dir: Path) -> int | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _read_pid(fd)
+            return _read_holder(fd)[0]
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:

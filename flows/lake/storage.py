@@ -13,8 +13,10 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -78,6 +80,16 @@ def ensure_writable(folder: Path) -> None:
         ) from None
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One lake object as a listing sees it: `version` changes whenever its content may have (the local inode and
+    mtime, a GCS generation), so `(key, size, version)` identifies the bytes without reading them."""
+
+    key: str
+    size: int
+    version: str
+
+
 @runtime_checkable
 class LakeStorage(Protocol):
     """What the pipeline needs from a lake. The GCS backend implements the same methods."""
@@ -128,6 +140,16 @@ class StorageWrapper:
 
     def read_bytes(self, key: str) -> bytes:
         return self.inner.read_bytes(key)
+
+    # Used by the lake integrity check (flows/lake/integrity.py); not part of `LakeStorage`.
+    def list_info(self, prefix: str) -> list[ObjectInfo]:
+        return self.inner.list_info(prefix)  # type: ignore[attr-defined]
+
+    def read_range(self, key: str, start: int, length: int, version: str | None = None) -> bytes:
+        return self.inner.read_range(key, start, length, version)  # type: ignore[attr-defined]
+
+    def move(self, key: str, dest: str, version: str | None = None) -> bool:
+        return self.inner.move(key, dest, version)  # type: ignore[attr-defined]
 
 
 class LocalStorage:
@@ -186,6 +208,56 @@ class LocalStorage:
 
     def read_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
+
+    # -- for the integrity check (flows/lake/integrity.py) ---------------------------------------------------
+
+    def list_info(self, prefix: str) -> list[ObjectInfo]:
+        """`list(prefix)` with each file's size and version (inode and mtime: a replaced or rewritten file changes)."""
+        base = self._path(prefix) if prefix.strip("/") else self.root
+        if base.is_file():
+            return [ObjectInfo(prefix, (st := base.stat()).st_size, _version(st))]
+        infos = []
+        for folder, _dirs, names in os.walk(base):  # one stat per file; `list` + stat would take two
+            rel = Path(folder).relative_to(self.root).as_posix()
+            under = "" if rel == "." else f"{rel}/"
+            for name in names:
+                if name.startswith("."):
+                    continue
+                try:
+                    st = os.stat(os.path.join(folder, name))
+                except FileNotFoundError:  # removed since the folder was read (a compaction)
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    infos.append(ObjectInfo(f"{under}{name}", st.st_size, _version(st)))
+        return sorted(infos, key=lambda info: info.key)
+
+    def read_range(self, key: str, start: int, length: int, version: str | None = None) -> bytes:
+        """`length` bytes of `key` from `start` (fewer at its end); `FileNotFoundError` when it (or, with `version`,
+        that version of it) is gone."""
+        with open(self._path(key), "rb") as handle:
+            if version is not None and _version(os.fstat(handle.fileno())) != version:
+                raise FileNotFoundError(f"{self._path(key)} was replaced")
+            handle.seek(start)
+            return handle.read(length)
+
+    def move(self, key: str, dest: str, version: str | None = None) -> bool:
+        """Rename `key` to `dest` (atomic: one lake, one file system), replacing `dest`; False, leaving both alone,
+        when `key` is gone or no longer the `version` given."""
+        src, target = self._path(key), self._path(dest)
+        try:
+            if version is not None and _version(src.stat()) != version:
+                return False
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, target)
+        except FileNotFoundError:
+            return False
+        _fsync_dir(target.parent)
+        _fsync_dir(src.parent)
+        return True
+
+
+def _version(st: os.stat_result) -> str:
+    return f"{st.st_ino}:{st.st_mtime_ns}"
 
 
 # A temporary object is named after its writer (`.<name>.<uuid>.<pid>@<host>.tmp`): a process killed between its

@@ -48,6 +48,12 @@ HISTORY_INTERVALS_MS: dict[str, int] = {
 Record = dict[str, Any]
 
 
+class RawRecord(str):
+    """A record the stand-in serves as this exact JSON text (any JSON value, not only an object), for hostile tests:
+    what a Python dict cannot say, such as numbers no float holds (`-0`, `1e400`, 30 significant digits), escaped
+    lone surrogates (`"\\ud800"`) or a name given twice. The client sees `json.loads` of it; it never drifts."""
+
+
 def _nonzero_number(value: Any) -> bool:
     try:
         return isinstance(value, str) and float(value) != 0

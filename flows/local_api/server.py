@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from flows.coincap.credits import credits_for
-from flows.local_api.catalog import DATASETS, HISTORY_INTERVALS_MS, NATURAL_KEYS, Catalog, Record
+from flows.local_api.catalog import DATASETS, HISTORY_INTERVALS_MS, NATURAL_KEYS, Catalog, RawRecord, Record
 from flows.local_api.faults import (
     BAD_GATEWAY_BODY,
     DEPRECATION_MESSAGE,
@@ -71,8 +71,22 @@ def _now_ms() -> int:
 
 
 def _encode(value: Any) -> bytes:
-    """Compact JSON, UTF-8 as the real API sends it."""
+    """Compact JSON, UTF-8 as the real API sends it; a `RawRecord` (alone or in a list) is sent as its exact text."""
+    if isinstance(value, RawRecord):
+        return value.encode("utf-8", "surrogatepass")
+    if isinstance(value, list) and any(isinstance(v, RawRecord) for v in value):
+        return b"[" + b",".join(_encode(v) for v in value) + b"]"
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+_ENVELOPE_TIMESTAMP = b',"timestamp":'
+
+
+def _restamp(body: bytes, timestamp: Any) -> bytes:
+    """An `_envelope` body whose `timestamp` (always its last member) is `timestamp` instead (any JSON value, or a
+    `RawRecord`'s exact text)."""
+    head, sep, _ = body.rpartition(_ENVELOPE_TIMESTAMP)
+    return head + sep + _encode(timestamp) + b"}"
 
 
 def _error(message: str, *, timestamp: bool = False) -> bytes:
@@ -149,10 +163,17 @@ class ServerStats:
             self.abandoned += 1
 
     def count_response(
-        self, reply: _Reply | None, sent_bytes: int, *, truncated: bool = False, billed: int | None = None
+        self,
+        reply: _Reply | None,
+        sent_bytes: int,
+        *,
+        truncated: bool = False,
+        billed: int | None = None,
+        records_later: bool = False,
     ) -> None:
         """Count one answer (None: a dropped connection) before it is written; `billed`: its credits, when not
-        the byte rule's."""
+        the byte rule's. `records_later`: its records count as served only once `count_served` says it was sent
+        whole (a trickled answer the client may leave before its end)."""
         with self._lock:
             if reply is None:
                 self.drops += 1
@@ -163,10 +184,19 @@ class ServerStats:
                 self.credits += billed if billed is not None else credits_for(len(reply.body))
             if truncated:
                 self.truncations += 1
-            elif reply.status == 200 and reply.dataset is not None:
-                self.served_counts[reply.dataset] += len(reply.records)
-                if self.keep_records:
-                    self.served.setdefault(reply.dataset, []).extend(reply.records)
+            elif not records_later:
+                self._served(reply)
+
+    def count_served(self, reply: _Reply) -> None:
+        """Count the records of an answer counted with `records_later`, now written whole."""
+        with self._lock:
+            self._served(reply)
+
+    def _served(self, reply: _Reply) -> None:
+        if reply.status == 200 and reply.dataset is not None:
+            self.served_counts[reply.dataset] += len(reply.records)
+            if self.keep_records:
+                self.served.setdefault(reply.dataset, []).extend(reply.records)
 
     @property
     def total_requests(self) -> int:
@@ -178,7 +208,7 @@ class ServerStats:
         """Distinct natural keys of the records served for "assets", "rates", "exchanges" or "markets"."""
         key = NATURAL_KEYS[dataset]
         with self._lock:
-            return {tuple(r.get(k) for k in key) for r in self.served.get(dataset, ())}
+            return {tuple(r.get(k) for k in key) for r in self.served.get(dataset, ()) if isinstance(r, dict)}
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (record counts instead of records)."""
@@ -374,6 +404,9 @@ class StubServer(ThreadingHTTPServer):
         self._connections_lock = threading.Lock()
         self._closing = threading.Event()  # ends held answers (slow, hang, trickle) when the server stops
         self._ticks = itertools.count(1)  # drift_values: one tick per listing answered
+        # Hostile tests: when not None, the `timestamp` of every data answer (listing, detail, history) is this JSON
+        # value instead of now in ms (0, seconds, year 9999, 2**63 - 1, a string, a `RawRecord` such as "-0").
+        self.envelope_timestamp: Any = None
         super().__init__((host, port), _Handler)
 
     @property
@@ -518,6 +551,8 @@ class StubServer(ThreadingHTTPServer):
                 reply = self._route(path, query)
             except _Reject as reject:
                 reply = reject.reply
+            if self.envelope_timestamp is not None and reply.status == 200 and reply.dataset is not None:
+                reply = replace(reply, body=_restamp(reply.body, self.envelope_timestamp))
             if faults.gzip_bomb_mb > 0 and reply.status == 200:
                 stats.count_fault("gzip bomb")
                 headers = {**reply.headers, "Content-Encoding": GZIP_BOMB_ENCODING}
@@ -701,16 +736,20 @@ class _Handler(BaseHTTPRequestHandler):
         """Write the reply; with `truncate`, announce the full length, send half the body, close."""
         body = reply.body[: len(reply.body) // 2] if truncate else reply.body
         faults = self.server.faults
+        trickle_s = faults.trickle_s if count else 0.0
         if count:
             # billed for the whole answer, as computed, however much of it is sent
             billed = max(credits_for(len(reply.body)), faults.bill_floor)
-            self.server.stats.count_response(reply, len(body), truncated=truncate, billed=billed)
+            if billed > credits_for(len(reply.body)):
+                self.server.stats.count_fault("billed above the byte rule")
+            self.server.stats.count_response(
+                reply, len(body), truncated=truncate, billed=billed, records_later=trickle_s > 0
+            )
             if faults.billing_header:
                 reply = replace(reply, headers={**reply.headers, faults.billing_header: str(billed)})
-        trickle_s = self.server.faults.trickle_s if count else 0.0
         if trickle_s > 0:
             self.server.stats.count_fault("trickled answer")
-            self._trickle(reply, body, trickle_s)
+            self._trickle(reply, body, trickle_s, count_records=count and not truncate)
             return
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
@@ -723,9 +762,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
 
-    def _trickle(self, reply: _Reply, body: bytes, every_s: float) -> None:
+    def _trickle(self, reply: _Reply, body: bytes, every_s: float, *, count_records: bool = False) -> None:
         """Write the whole answer, status line included, 16 bytes every `every_s` seconds, until it is sent, the
-        client leaves or the server stops; then close the connection."""
+        client leaves or the server stops; then close the connection. With `count_records`, its records count as
+        served when the last piece goes out (before it, so a client that read it never sees them uncounted)."""
         self.close_connection = True
         lines = [f"{self.protocol_version} {reply.status} {self.responses.get(reply.status, ('',))[0]}"]
         lines += [f"Content-Type: {reply.content_type}", f"Content-Length: {len(reply.body)}", "Connection: close"]
@@ -736,6 +776,8 @@ class _Handler(BaseHTTPRequestHandler):
             if closing.is_set() or _client_gone(self.connection):
                 self.server.stats.count_abandoned()
                 return
+            if count_records and start + 16 >= len(data):
+                self.server.stats.count_served(reply)
             try:
                 self.wfile.write(data[start : start + 16])
                 self.wfile.flush()
