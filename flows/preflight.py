@@ -128,9 +128,7 @@ def check_secret(settings: Settings, client: Any) -> list[Finding]:
         f'printf %s "$COINCAP_API_KEY" | gcloud secrets versions add {secret} --data-file=-'
     )
     try:
-        version = client.access_secret_version(
-            name=f"projects/{settings.gcp_project}/secrets/{secret}/versions/latest"
-        )
+        version = client.access_secret_version(name=f"projects/{settings.gcp_project}/secrets/{secret}/versions/latest")
     except (gexc.NotFound, gexc.FailedPrecondition):
         return [_problem("secret", f"secret {secret} is missing or has no value yet", add_value)]
     except gexc.PermissionDenied:

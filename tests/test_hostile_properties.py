@@ -175,13 +175,13 @@ DECIMAL_STRINGS = st.one_of(
     st.builds("{}.{}".format, st.integers(-(10**21), 10**21), st.integers(0, 10**30)),
     st.text(alphabet=st.characters(categories=["Nd"]), min_size=1, max_size=4),
 )
-# JSON numbers the client reads exactly as sent (floats of at most 17 significant digits, integers): longer decimal
-# literals lose digits on the way in (bug 2 below), so they are left to the strict xfail.
+# JSON numbers, read exactly as sent (the client keeps a JSON number's text: bug 2 below, fixed)
 RAW_NUMBERS = ["-0", "-0.0", "0e0", "1E+2", "1e400", "-1e400", "1e-30", "-1e-30", "-1e-7", "1" + "0" * 30]
 JSON_NUMBERS = st.one_of(
     st.integers(-(10**30), 10**30),
     st.floats(),
     st.sampled_from(RAW_NUMBERS).map(Raw),
+    st.builds("{}.{:030d}".format, st.integers(-(10**15), 10**15), st.integers(0, 10**30 - 1)).map(Raw),
 )
 INTEGER_STRINGS = st.sampled_from(
     ["1", "0", "-1", "01", "+1", " 1", "1.0", "1e3", "１", "١", "9223372036854775807", "9223372036854775808",
@@ -810,25 +810,27 @@ def test_hostile_transport_stops_with_one_line_or_lands_exactly(server: StubServ
         check_run(base, out, credits_exact=False)
 
 
-# ---------------------------------------------------------------------------------------------- bugs found
+# ------------------------------------------------------------------------------------ bugs found, now fixed
 
 
 def run_assets(server: StubServer, *items: Any, **overrides: object) -> Outcome:
     return run_case(server, Case("assets", assets(*items), page_limit=10), **overrides)
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError, reason="bug 1: a lone surrogate crashes the validator")
 def test_bug_1_a_lone_surrogate_is_quarantined_not_a_crash(server: StubServer) -> None:
     """`"name":"\\ud800"` is valid JSON (an escaped lone surrogate): the record should be quarantined with a reason
-    and its neighbour land. Today `check_records` raises UnicodeEncodeError (Arrow cannot encode it), the extract
-    fails, and every snapshot that serves the record fails the same way."""
-    out = run_assets(server, asset("good"), RawRecord('{"id":"bad","rank":"2","symbol":"S","name":"\\ud800"}'))
-    if out.error is not None:
-        raise out.error
-    assert [r["id"] for r in out.data] == ["good"] and len(out.quarantine) == 1
+    and its neighbour land. It used to make `check_records` raise UnicodeEncodeError (Arrow cannot encode it): the
+    extract failed, and every snapshot that served the record failed the same way."""
+    for field in ("name", "id"):  # a descriptive field, and the natural key itself
+        record = {"id": "bad", "rank": "2", "symbol": "S", "name": "N", field: "\\ud800"}
+        raw = RawRecord(",".join(f'"{k}":"{v}"' for k, v in record.items()).join("{}"))
+        out = run_assets(server, asset("good"), raw)
+        if out.error is not None:
+            raise out.error
+        assert [r["id"] for r in out.data] == ["good"] and len(out.quarantine) == 1
+        assert "not valid Unicode text" in out.quarantine[0]["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug 2: JSON numbers are read as floats before the contract sees them")
 @pytest.mark.parametrize(
     ("literal", "lands_as"),
     [
@@ -838,19 +840,18 @@ def test_bug_1_a_lone_surrogate_is_quarantined_not_a_crash(server: StubServer) -
     ],
 )
 def test_bug_2_a_json_number_is_read_exactly(server: StubServer, literal: str, lands_as: Decimal | None) -> None:
-    """The contract promises numbers "parsed exactly" from strings or JSON numbers; the client's `json.loads` turns a
-    JSON number into a float first, so digits past the 17th are lost and a negative too small for a float becomes
-    -0.0, which lands as 0."""
+    """The contract promises numbers "parsed exactly" from strings or JSON numbers; the client's `json.loads` used to
+    turn a JSON number into a float first, so digits past the 17th were lost and a negative too small for a float
+    became -0.0, which landed as 0."""
     out = run_assets(server, RawRecord(f'{{"id":"x","rank":"1","symbol":"X","name":"X","priceUsd":{literal}}}'))
     assert out.error is None, out.error
     landed = [r["priceUsd"] for r in out.data]
     assert landed == ([] if lands_as is None else [lands_as]), landed
 
 
-@pytest.mark.xfail(strict=True, reason="bug 3: a 4,301-digit JSON integer makes the whole page 'not JSON'")
 def test_bug_3_a_huge_json_integer_quarantines_its_record_not_the_page(server: StubServer) -> None:
-    """Python refuses to read integers of more than 4,300 digits: the page is "not JSON", retried until the attempts
-    run out (each billed), and the dataset fails. The record alone should be quarantined ("more than 20 integer
+    """Python refuses to read integers of more than 4,300 digits: the page used to be "not JSON", retried until the
+    attempts ran out (each billed), and the dataset failed. The record alone is quarantined ("more than 20 integer
     digits") and the others land."""
     huge = RawRecord('{"id":"x","rank":"1","symbol":"X","name":"X","priceUsd":' + "1" * 4301 + "}")
     out = run_assets(server, asset("good"), huge, COINCAP_MAX_ATTEMPTS=2)

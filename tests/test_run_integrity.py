@@ -29,6 +29,18 @@ ROOT = Path(__file__).resolve().parent.parent
 EXTRACT_STEPS = ("assets", "rates", "exchanges", "markets")
 
 
+@pytest.fixture
+def settings(settings):
+    """The shared test settings with a generous read timeout: these tests compare the credits recorded with those
+    billed, and on a loaded machine an answer given up on at a 2-s read timeout is billed by the server in full
+    while the client, which never saw its headers, meters 1 credit."""
+    from flows.settings import use_settings
+
+    patient = settings.model_copy(update={"read_timeout_s": 30.0})
+    use_settings(patient)
+    return patient
+
+
 def run_rows(settings) -> list[dict]:
     names, rows = LocalWarehouse(settings.duckdb_path).query(
         "select step, status, files, credits, calls, error from ops.pipeline_runs order by step"

@@ -17,8 +17,10 @@ What a hostile or broken server cannot do to it:
 - send the key elsewhere: redirects are followed by hand, only on the base URL's own host (an upgrade to https
   is fine, a downgrade is not), at most `MAX_REDIRECTS` a call; a redirect to another host is one line, not
   followed;
-- spend credits unseen: every answer is metered (redirects, errors, cut bodies), and so is a request that got no
-  answer at all (a dropped connection, a timeout), as the worst case CoinCap may bill for it.
+- spend credits unseen: every answer is metered (redirects, errors, cut bodies: at the length the server announced),
+  and so is a request that got no answer at all (a dropped connection, a timeout), at the 1 credit every call
+  costs (what CoinCap bills for an answer it never finished sending is not documented);
+- spend past a budget: with a `CreditBudget`, every request reserves its worst answer before it is sent.
 """
 
 from __future__ import annotations
@@ -601,7 +603,7 @@ class CoinCapClient:
     @staticmethod
     def _decode(path: str, body: bytes) -> tuple[Any, int | None, int]:
         try:
-            payload = json.loads(body)
+            payload = _loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise _Transient(f"not JSON ({len(body)} bytes)") from None
         if not isinstance(payload, dict) or "data" not in payload:
@@ -655,6 +657,35 @@ class CoinCapClient:
             if len(data) < limit:
                 return
             offset += limit  # offset is a position in the listing, whatever the page carried
+
+
+class JsonNumber(float):
+    """A JSON number with a fraction or exponent, as a float that keeps the text it was written as, so the contracts
+    parse it exactly (`99999999999999.999999999999` is not rounded to 1e14, `-1e-400` is not read as -0.0)."""
+
+    text: str
+
+    def __new__(cls, text: str) -> JsonNumber:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+def _big_int(text: str) -> int | JsonNumber:
+    """A JSON integer; past Python's 4,300-digit limit, a `JsonNumber`, so its record is refused by the contract
+    ("more than 20 integer digits") instead of the whole page failing to parse."""
+    return int(text) if len(text) <= 4000 else JsonNumber(text)
+
+
+def _loads(body: bytes) -> Any:
+    """JSON with exact numbers. CoinCap sends numbers as strings, so the hooks rarely run; the integer hook (a call
+    per integer) only on a body with an integer Python cannot read."""
+    try:
+        return json.loads(body, parse_float=JsonNumber)
+    except ValueError as exc:
+        if "digits" not in str(exc):
+            raise
+    return json.loads(body, parse_float=JsonNumber, parse_int=_big_int)
 
 
 def _origin(url: str) -> str:

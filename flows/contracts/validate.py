@@ -338,9 +338,26 @@ def _json(value: Any, **options: Any) -> str:
     """JSON text of a raw value, never an exception: integers Python will not print (more than 4,300 digits;
     `json.loads` refuses them, but a record may come from elsewhere) are written as a note of their size."""
     try:
-        return json.dumps(value, default=str, ensure_ascii=False, **options)
+        text = json.dumps(value, default=str, ensure_ascii=False, **options)
     except ValueError:
-        return json.dumps(_printable(value), default=str, ensure_ascii=False, **options)
+        value = _printable(value)
+        text = json.dumps(value, default=str, ensure_ascii=False, **options)
+    if _is_text(text):
+        return text
+    # a lone surrogate (valid JSON as "\ud800", not valid Unicode text): kept as the escape it came as
+    return json.dumps(value, default=str, ensure_ascii=True, **options)
+
+
+def _is_text(value: str) -> bool:
+    """Whether a str is valid Unicode text (no lone surrogate, which JSON's "\ud800" escape can carry and which
+    neither UTF-8, Parquet nor a warehouse can hold)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _printable(value: Any) -> Any:
@@ -457,7 +474,11 @@ class _Bad(Exception):
 
 
 def _slow_string(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
+    if value is None:
+        return value
+    if isinstance(value, str):
+        if not _is_text(value):
+            raise _Bad("not valid Unicode text (a lone surrogate escape such as \\ud800)")
         return value
     raise _Bad(f"expected a string, not a JSON {_json_type(value)}")
 
@@ -482,7 +503,9 @@ def _parse_decimal(value: Any, floor: Decimal | None) -> Decimal | None:
         number = Decimal(value)  # exact, and no str() (which refuses ints of more than 4,300 digits)
     else:
         # repr() of a float is its shortest round-trip form, so 0.1 stays 0.1, not 0.1000000000000000055.
-        text = value if isinstance(value, str) else repr(value)
+        # a JSON number keeps its own text (flows.coincap.client.JsonNumber); repr() of a plain float is its
+        # shortest round-trip form, so 0.1 stays 0.1
+        text = value if isinstance(value, str) else getattr(value, "text", None) or repr(value)
         if not _DECIMAL_RE.fullmatch(text):
             if text.strip().lstrip("+-").lower() in _NON_FINITE:
                 raise _Bad("not a finite number")
