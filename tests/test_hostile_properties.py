@@ -821,8 +821,8 @@ def test_bug_1_a_lone_surrogate_is_quarantined_not_a_crash(server: StubServer) -
     """`"name":"\\ud800"` is valid JSON (an escaped lone surrogate): the record should be quarantined with a reason
     and its neighbour land. It used to make `check_records` raise UnicodeEncodeError (Arrow cannot encode it): the
     extract failed, and every snapshot that served the record failed the same way."""
-    for field in ("name", "id"):  # a descriptive field, and the natural key itself
-        record = {"id": "bad", "rank": "2", "symbol": "S", "name": "N", field: "\\ud800"}
+    for name in ("name", "id"):  # a descriptive field, and the natural key itself
+        record = {"id": "bad", "rank": "2", "symbol": "S", "name": "N", name: "\\ud800"}
         raw = RawRecord(",".join(f'"{k}":"{v}"' for k, v in record.items()).join("{}"))
         out = run_assets(server, asset("good"), raw)
         if out.error is not None:
