@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.alerts import alert_on_failure
 from flows.lake.factory import lake_storage
+from flows.lake.lock import data_dir_lock
 from flows.lake.parquet import PLACEHOLDER_DAY
 from flows.lake.storage import LakeStorage
 from flows.settings import Settings, Target, current_settings
@@ -185,6 +186,10 @@ def compact_task() -> list[str]:
 
 @flow(name="maintenance", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def maintenance_flow() -> RetentionReport:
-    """Daily upkeep: compact the price stream, then apply the retention policy (PIPELINE_GRANULAR_RETENTION_DAYS)."""
-    compact_task()
-    return retention_task()
+    """Daily upkeep: compact the price stream, then apply the retention policy (PIPELINE_GRANULAR_RETENTION_DAYS).
+
+    Holds the data dir's pipeline lock (the CLI takes it first, before Prefect starts, and this re-enters it): a
+    deployment's run never rewrites files under a snapshot or a dbt build."""
+    with data_dir_lock(current_settings().data_dir, kind="pipeline", job="maintenance run"):
+        compact_task()
+        return retention_task()

@@ -339,7 +339,8 @@ def test_the_flow_re_enters_the_lock_its_caller_holds_and_another_thread_is_refu
 
 
 def test_the_backfill_and_stream_flows_take_their_own_locks(prefect_api, settings, stub):
-    """Deployments have no CLI: the flows lock too, each its own kind (not the snapshot's)."""
+    """Deployments have no CLI: the flows lock too, backfill and stream each its own kind (not the snapshot's),
+    maintenance the snapshot's."""
     from flows.backfill import backfill_flow
     from flows.stream import stream_flow
 
@@ -354,6 +355,12 @@ def test_the_backfill_and_stream_flows_take_their_own_locks(prefect_api, setting
             stream_flow(assets=["bitcoin"], max_minutes=0.01, ws_url="ws://127.0.0.1:9/prices")
         assert str(busy_backfill.value) == _busy(data_dir, "backfill", backfill.pid)
         assert str(busy_stream.value) == _busy(data_dir, "price stream", stream.pid)
+        # maintenance rewrites lake files a snapshot's dbt build reads: it shares the snapshot's lock
+        from flows.maintenance import maintenance_flow
+
+        with pytest.raises(DataDirBusy) as busy_maintenance:
+            maintenance_flow()
+        assert str(busy_maintenance.value) == _busy(data_dir, "snapshot run", snapshot.pid)
         assert stub.stats.total_requests == 0
     finally:
         for holder in (snapshot, backfill, stream):
