@@ -67,9 +67,15 @@ def point(**overrides: Any) -> dict[str, Any]:
 
 
 def _id(value: Any) -> str:
-    """A test id for a value (repr() of a 5,000-digit integer raises)."""
+    """A test id for a value (repr() of a 5,000-digit integer raises), the same in every process: a time derived
+    from now is named by its offset from now (pytest-xdist's workers must collect the same ids)."""
     if isinstance(value, int) and value.bit_length() > 64:
         return f"int-of-{value.bit_length()}-bits"
+    if isinstance(value, int | str) and 10 <= len(text := str(value)) <= 20 and text.isdigit():
+        for unit, scale in (("ms", 1), ("s", 1000), ("us", 1 / 1000), ("ns", 1 / 1_000_000)):
+            offset = int(text) * scale - NOW_MS
+            if abs(offset) < 10 * DAY_MS:
+                return f"now{offset / DAY_MS:+.0f}d-in-{unit}" + ("-as-text" if isinstance(value, str) else "")
     return repr(value)[:30]
 
 
@@ -251,7 +257,7 @@ def _market(**overrides: Any) -> dict[str, Any]:
     return record
 
 
-@pytest.mark.parametrize("stamp", [INT64_MAX, YEAR_9999_MS, NOW_MS // 1000, -1, True, "1763703000000", 10**400])
+@pytest.mark.parametrize("stamp", [INT64_MAX, YEAR_9999_MS, NOW_MS // 1000, -1, True, "1763703000000", 10**400], ids=_id)
 def test_an_implausible_api_timestamp_is_dropped_never_raised(stamp):
     assert plausible_api_timestamp(stamp) is None
     assert plausible_api_timestamp(NOW_MS) == datetime.fromtimestamp(NOW_MS / 1000, UTC)
