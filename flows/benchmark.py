@@ -39,6 +39,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from flows.coincap.credits import credits_for
+from flows.coincap.endpoints import ENDPOINTS
+from flows.datasets import SNAPSHOT_DATASETS
 from flows.errors import ConfigError, PipelineError
 
 BENCH_KEY = "benchmark-key"
@@ -49,8 +51,8 @@ PAGE_LIMIT = 2_000  # CoinCap's largest page
 HISTORY_ASSETS = 3_000
 HISTORY_YEARS = 3
 BASELINE_BUDGET_S = 180.0  # the baseline skips a size it is projected to need longer for
-DATASETS = ("assets", "rates", "exchanges", "markets")
-PAGINATED = {"assets": True, "rates": False, "exchanges": True, "markets": True}  # CoinCap v3's listings
+DATASETS = SNAPSHOT_DATASETS
+PAGINATED = {dataset: endpoint.paginated for dataset, endpoint in ENDPOINTS.items()}  # CoinCap v3's listings
 _DAY_MS = 86_400_000
 
 Say = Callable[[str], None]

@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from flows.datasets import SNAPSHOT_DATASETS
 from flows.errors import ConfigError, PipelineError
 from flows.observability import redact
 from flows.settings import DEFAULT_BASE_URL, Settings, Target, use_settings
@@ -110,7 +111,7 @@ _stderr = _RedactedStream("stderr")
 out = _RedactedConsole(file=_stdout, width=None if sys.stdout.isatty() else 120)
 err = _RedactedConsole(file=_stderr, width=None if sys.stderr.isatty() else 120)
 
-DATASET_NAMES = ("assets", "rates", "exchanges", "markets")
+DATASET_NAMES = SNAPSHOT_DATASETS
 
 
 class OutputFormat(StrEnum):

@@ -24,8 +24,11 @@ from typing import Any
 import pandas as pd
 import requests
 
+from flows.coincap.endpoints import ENDPOINTS
+from flows.datasets import SNAPSHOT_DATASETS
+
 PAGE_LIMIT = 2000
-PAGINATED = {"assets": True, "rates": False, "exchanges": True, "markets": True}
+PAGINATED = {dataset: endpoint.paginated for dataset, endpoint in ENDPOINTS.items()}  # CoinCap v3's listings
 
 
 @dataclass
@@ -46,7 +49,7 @@ def load_snapshot(
     api_key: str,
     database: Path,
     *,
-    datasets: Sequence[str] = ("assets", "rates", "exchanges", "markets"),
+    datasets: Sequence[str] = SNAPSHOT_DATASETS,
     page_limit: int = PAGE_LIMIT,
     timeout_s: float = 60.0,
 ) -> NaiveResult:

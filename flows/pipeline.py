@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -33,6 +33,7 @@ from flows.alerts import alert_on_failure, failure_alert, quality_alert, send_al
 from flows.coincap.client import CallStats, CreditMeter
 from flows.coincap.endpoints import DATASETS
 from flows.contracts.datasets import CONTRACTS
+from flows.datasets import Dataset
 from flows.errors import ApiUnavailable, PipelineError, StorageError
 from flows.extract import DatasetReport, StagedFiles, extract_dataset
 from flows.lake.factory import lake_storage
@@ -71,7 +72,6 @@ for _name in ("prefect.task_runs", "prefect.flow_runs"):
 # Secrets redacted from every log record; JSON lines with PIPELINE_LOG_FORMAT=json (deployments import this module).
 configure_logging()
 
-Dataset = Literal["assets", "rates", "exchanges", "markets"]
 SnapshotId = Annotated[str, Field(pattern=PATTERN, description="UTC snapshot id like 20261121T053000Z")]
 
 

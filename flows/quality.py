@@ -22,13 +22,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from flows.datasets import SNAPSHOT_DATASETS
 from flows.errors import ConfigError, PipelineError
 from flows.settings import Settings, Target
 
 # ------------------------------------------------------------------------------------------------ the results
 
 CATEGORIES = ("completeness", "freshness", "validity", "consistency", "uniqueness", "anomaly")
-DATASETS = ("assets", "rates", "exchanges", "markets")
+DATASETS = SNAPSHOT_DATASETS
 ERROR, WARN = "error", "warn"
 DQ_TABLE = "ops.dq_results"
 

@@ -257,7 +257,9 @@ def _market(**overrides: Any) -> dict[str, Any]:
     return record
 
 
-@pytest.mark.parametrize("stamp", [INT64_MAX, YEAR_9999_MS, NOW_MS // 1000, -1, True, "1763703000000", 10**400], ids=_id)
+@pytest.mark.parametrize(
+    "stamp", [INT64_MAX, YEAR_9999_MS, NOW_MS // 1000, -1, True, "1763703000000", 10**400], ids=_id
+)
 def test_an_implausible_api_timestamp_is_dropped_never_raised(stamp):
     assert plausible_api_timestamp(stamp) is None
     assert plausible_api_timestamp(NOW_MS) == datetime.fromtimestamp(NOW_MS / 1000, UTC)

@@ -84,3 +84,15 @@ def test_readme_names_only_commands_settings_and_outputs_that_exist():
         assert used in outputs, f"README reads terraform output {used}, which terraform/envs/prod does not define"
     for name in ("coincap-api-key", "coincap-cloud-run", "coincap-results"):
         assert name in text
+
+
+def test_the_snapshot_datasets_are_listed_once():
+    """`flows/datasets.py` names the four snapshot datasets; every other module reads them from there."""
+    listing = re.compile(r'[\(\[]\s*"assets"\s*,\s*"rates"\s*,\s*"exchanges"\s*,\s*"markets"\s*[\)\]]')
+    copies = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "flows").rglob("*.py")
+        if path.name != "datasets.py" or path.parent.name != "flows"
+        if listing.search(path.read_text())
+    ]
+    assert copies == [], f"the dataset list is written out again in {copies}: import flows.datasets instead"

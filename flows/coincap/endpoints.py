@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from flows.datasets import SNAPSHOT_DATASETS
 from flows.settings import Settings
 
 
@@ -30,14 +31,9 @@ class Endpoint:
     max_records: int | None = None  # stop after this many (top-N by rank)
 
 
-ENDPOINTS: dict[str, Endpoint] = {
-    "assets": Endpoint("assets", "/assets"),
-    "rates": Endpoint("rates", "/rates", paginated=False),
-    "exchanges": Endpoint("exchanges", "/exchanges"),
-    "markets": Endpoint("markets", "/markets"),
-}
-
-DATASETS: tuple[str, ...] = tuple(ENDPOINTS)
+_UNPAGED = {"rates"}  # /rates answers every rate in one call
+ENDPOINTS: dict[str, Endpoint] = {d: Endpoint(d, f"/{d}", paginated=d not in _UNPAGED) for d in SNAPSHOT_DATASETS}
+DATASETS: tuple[str, ...] = SNAPSHOT_DATASETS
 
 
 def scoped_requests(dataset: str, settings: Settings) -> Iterator[Endpoint]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 
+from flows.datasets import SNAPSHOT_DATASETS
 from flows.errors import PipelineError
 from flows.observability import redact_row
 
@@ -29,7 +30,7 @@ EXCHANGE_DAILY = "marts.rpt_exchange_daily"
 MARKET_PAIRS = "marts.rpt_market_pairs_daily"
 PIPELINE_RUNS = "ops.pipeline_runs"
 DQ_RESULTS = "ops.dq_results"
-SNAPSHOT_DATASETS = ("assets", "rates", "exchanges", "markets")
+
 # How old the latest successful snapshot of a dataset may be, when the latest quality run does not say: the
 # default schedules refresh reference data daily and markets weekly (prefect.yaml), plus slack for a late run.
 DEFAULT_FRESHNESS_HOURS = {"assets": 36.0, "rates": 36.0, "exchanges": 36.0, "markets": 8 * 24.0, "dbt": 36.0}

@@ -21,8 +21,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from flows.datasets import SNAPSHOT_DATASETS
+
 SAMPLES_DIR = Path(__file__).with_name("samples")
-DATASETS: tuple[str, ...] = ("assets", "rates", "exchanges", "markets")
+DATASETS: tuple[str, ...] = SNAPSHOT_DATASETS
 NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "assets": ("id",),
     "rates": ("id",),
