@@ -96,3 +96,22 @@ def test_the_snapshot_datasets_are_listed_once():
         if listing.search(path.read_text())
     ]
     assert copies == [], f"the dataset list is written out again in {copies}: import flows.datasets instead"
+
+
+def test_the_layering_contracts_hold_and_can_fail(tmp_path):
+    """import-linter checks pyproject's contracts over the real import graph; a planted import breaks one."""
+    import shutil
+    import subprocess
+    import sys
+
+    lint = [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"]
+    kept = subprocess.run(lint, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert kept.returncode == 0, kept.stdout[-3000:]
+    # the same contracts over a copy of the package where the client imports Prefect
+    shutil.copytree(ROOT / "flows", tmp_path / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    client = tmp_path / "flows" / "coincap" / "client.py"
+    client.write_text(client.read_text() + "\nfrom prefect import flow  # planted\n")
+    broken = subprocess.run(lint, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})  # fmt: skip
+    assert broken.returncode != 0 and "flows.coincap.client -> prefect" in broken.stdout, broken.stdout[-2000:]

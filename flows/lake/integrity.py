@@ -36,6 +36,8 @@ from flows.errors import StorageError
 from flows.lake.parquet import ZONE_DATA, StagedParquet
 from flows.lake.storage import LakeStorage, ObjectInfo
 
+_log = logging.getLogger(__name__)  # engine code logs plainly; the flows show it in their runs
+
 ZONE_CORRUPT = "corrupt"
 MANIFEST_KEY = "integrity/verified.parquet"
 RECORD_SUFFIX = ".reason.json"  # distinct from any moved file's own name (a stray export.json)
@@ -131,7 +133,7 @@ def verify_lake(
 ) -> IntegrityReport:
     """Verify every file under `coincap/<dataset>/` of the given datasets not verified before; move each corrupt
     one to `corrupt/<its key>` with a record; remember the good ones. Never raises on a file's content."""
-    log = logger or _run_logger()
+    log = logger or _log
     started = time.perf_counter()
     report = IntegrityReport()
     known = _load_manifest(storage, log)
@@ -455,13 +457,3 @@ def _uri(storage: LakeStorage, key: str) -> str:
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
     return " ".join(str(exc).split())[:limit] or type(exc).__name__
-
-
-def _run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
-    """The Prefect run's logger inside a flow or task (so the lines reach the UI), this module's otherwise."""
-    try:
-        from prefect import get_run_logger
-
-        return get_run_logger()
-    except Exception:  # no run context (the CLI's dbt-only paths, the benchmark, tests)
-        return logging.getLogger(__name__)
