@@ -10,7 +10,7 @@ markets: realistic records with 18-decimal strings) from the stand-in in its own
    timing each stage and reading its peak RSS;
 3. runs the naive baseline (`flows/naive_baseline.py`: requests → `pd.json_normalize` → row-by-row INSERT) the
    same way;
-4. once, a history backfill of 3,000 assets x 3 years of d1 points (`python -m flows.backfill run`).
+4. once, a history backfill of 3,000 assets x 3 years of d1 points (`python -m flows.backfill_bench run`).
 
 Each run is repeated (`--repeat`) and the fastest kept: other processes on the machine only ever slow a run down.
 Calls and credits are metered by the server.
@@ -431,13 +431,13 @@ def _bench_settings(base_url: str, data_dir: Path) -> Any:
 
 
 def run_history(n_assets: int = HISTORY_ASSETS, years: int = HISTORY_YEARS, say: Say = print) -> HistoryResult:
-    """A d1 backfill of `n_assets` x `years` from a stand-in in its own process (`python -m flows.backfill run`,
+    """A d1 backfill of `n_assets` x `years` from a stand-in in its own process (`python -m flows.backfill_bench run`,
     the backfill benchmark's timed child), priced against one call per asset for its whole range."""
     from flows.local_api import serve_in_subprocess
     from flows.local_api.catalog import DEFAULT_AS_OF_MS
 
     end = datetime.fromtimestamp(DEFAULT_AS_OF_MS / 1000, UTC).date()
-    start = end - timedelta(days=365 * years)  # the range `python -m flows.backfill run --years` fetches
+    start = end - timedelta(days=365 * years)  # the range `python -m flows.backfill_bench run --years` fetches
     days = (end - start).days + 1
     say(f"history: starting the stand-in ({n_assets:,} assets x {days:,} days of d1)")
     server, base_url = serve_in_subprocess(
@@ -450,7 +450,7 @@ def run_history(n_assets: int = HISTORY_ASSETS, years: int = HISTORY_YEARS, say:
         before = server_stats(base_url)
         with tempfile.TemporaryDirectory(prefix="coincap-bench-history-") as tmp:
             command = [
-                sys.executable, "-m", "flows.backfill", "run", "--base-url", base_url, "--data-dir", tmp,
+                sys.executable, "-m", "flows.backfill_bench", "run", "--base-url", base_url, "--data-dir", tmp,
                 "--assets", str(n_assets), "--years", str(years),
             ]  # fmt: skip
             done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -466,7 +466,7 @@ def run_history(n_assets: int = HISTORY_ASSETS, years: int = HISTORY_YEARS, say:
     if int(report.get("points_landed", 0)) != points:
         raise BenchmarkError(
             f"The history backfill landed {report.get('points_landed', 0):,} points of the {points:,} served.",
-            "Run `python -m flows.backfill benchmark` to see which chunks are missing.",
+            "Run `python -m flows.backfill_bench benchmark` to see which chunks are missing.",
         )
     result = HistoryResult(
         assets=n_assets, years=years, points=int(report.get("points_landed", 0)), wall_s=child["seconds"],

@@ -660,7 +660,7 @@ class _Run:
             # 40 a page: 3 pages each of assets, exchanges and markets, and rates in one call
             overrides: dict[str, object] = {"COINCAP_PAGE_LIMIT": 40}
         else:
-            from flows.backfill import BENCH_KEY, _bench_range
+            from flows.backfill_bench import BENCH_KEY, _bench_range
 
             start, end = _bench_range(HISTORY_YEARS)
             self.history_range = (start, end)
@@ -668,7 +668,7 @@ class _Run:
                 n_assets=HISTORY_ASSETS, n_exchanges=3, n_markets=20, seed=7, history_days=(end - start).days + 1,
                 history_assets=HISTORY_ASSETS, history_interval="d1",
             )  # fmt: skip
-            self.key = BENCH_KEY  # the key `python -m flows.backfill run` (the process killed) sends
+            self.key = BENCH_KEY  # the key `python -m flows.backfill_bench run` (the process killed) sends
             overrides = {}
         overrides.update(scenario.settings)
         self.server = StubServer(self.catalog, faults=replace(scenario.faults), api_keys={self.key})
@@ -736,7 +736,7 @@ class _Run:
         self.note_temporaries()
 
     def kill_backfill(self) -> None:
-        from flows.backfill import _child_command
+        from flows.backfill_bench import _child_command
 
         chunks_dir = self.settings.lake_dir / "coincap" / HISTORY
         total_chunks = self.history_chunks()

@@ -22,6 +22,7 @@ from flows.backfill import (
     plan_chunks,
     skipped_key,
 )
+from flows.backfill_bench import benchmark_backfill
 from flows.contracts.datasets import ASSET_HISTORY
 from flows.errors import ApiError, AuthError, QuotaExhausted, StorageError
 from flows.lake.storage import LakeStorage, LocalStorage, StorageWrapper
@@ -417,7 +418,7 @@ def test_flow_lists_assets_backfills_and_records_metrics(prefect_api: str, tmp_p
 
 def test_kill_and_resume_in_real_processes() -> None:
     """The benchmark's harness at a small size: a run SIGKILLed part-way resumes without refetching."""
-    result = bf.benchmark_backfill(n_assets=40, years=2, workers=4, kill_at=0.3, server_delay_s=0.03, timed_run=False)
+    result = benchmark_backfill(n_assets=40, years=2, workers=4, kill_at=0.3, server_delay_s=0.03, timed_run=False)
     assert result.chunks == 40 * 3 and result.points == 40 * (2 * 365 + 1)
     assert 0 < result.killed_after_chunks < result.chunks
     assert result.refetched_finished_chunks == 0 and result.resume_requests == result.resume_expected_requests
