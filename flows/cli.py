@@ -538,7 +538,7 @@ def stream(
     if not settings.api_key_value:
         raise ConfigError(
             "Streaming needs COINCAP_API_KEY (CoinCap's WebSocket is for paid plans).",
-            "Set it, or try `python -m flows.stream --seconds 30` against the local stand-in.",
+            "Set it, or try `python -m flows.stream_bench --seconds 30` against the local stand-in.",
         )
     wanted = [a.strip() for a in assets.split(",") if a.strip()]
     # One stream per data dir (its own lock: hourly snapshots go on beside it), taken before Prefect is imported.

@@ -33,6 +33,7 @@ from flows.alerts import alert_on_failure, failure_alert, quality_alert, send_al
 from flows.coincap.client import CallStats, CreditMeter
 from flows.coincap.endpoints import DATASETS
 from flows.contracts.datasets import CONTRACTS
+from flows.contracts.stream import GAP_SCHEMA, TICK_SCHEMA
 from flows.datasets import Dataset
 from flows.errors import ApiUnavailable, PipelineError, StorageError
 from flows.extract import DatasetReport, StagedFiles, extract_dataset
@@ -44,7 +45,6 @@ from flows.observability import configure_logging, publish_snapshot_artifact, re
 from flows.quality import QualityReport, run_checks
 from flows.settings import Settings, current_settings
 from flows.snapshot_id import PATTERN, Snapshot
-from flows.stream import GAP_SCHEMA, TICK_SCHEMA
 from flows.transform import DbtOutcome, run_dbt
 from flows.warehouse.factory import warehouse
 

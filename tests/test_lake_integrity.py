@@ -21,10 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.contracts.datasets import ASSET_HISTORY, CONTRACTS
+from flows.contracts.stream import GAP_SCHEMA, TICK_SCHEMA
 from flows.lake.integrity import FOOTER_READ, MANIFEST_KEY, ZONE_CORRUPT, corrupt_records, verify_lake
 from flows.lake.parquet import PLACEHOLDER_DAY, PLACEHOLDER_ID, ZONE_DATA, snapshot_key
 from flows.lake.storage import LocalStorage, StorageWrapper
-from flows.stream import GAP_SCHEMA, TICK_SCHEMA
 from tests.gcs_server import PROJECT
 from tests.lake_fixtures import generate_history, write_history
 

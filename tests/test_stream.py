@@ -34,22 +34,15 @@ import pytest
 import yaml
 from hcl2 import SerializationOptions
 
+from flows.contracts.stream import DATASET, GAPS_DATASET, TICK_SCHEMA
 from flows.errors import AuthError, StorageError
 from flows.lake import compaction
 from flows.lake.compaction import compact
 from flows.lake.storage import LocalStorage
 from flows.local_api.ws import Frame, StreamFaults, StubPriceStream
 from flows.settings import Settings, use_settings
-from flows.stream import (
-    DATASET,
-    GAPS_DATASET,
-    TICK_SCHEMA,
-    StreamSummary,
-    _LakeWriter,
-    measure_freshness,
-    stream_flow,
-    stream_prices,
-)
+from flows.stream import StreamSummary, _LakeWriter, stream_flow, stream_prices
+from flows.stream_bench import measure_freshness
 from flows.transform import run_dbt
 from tests.conftest import fast_settings
 from tests.lake_fixtures import asset, num, write_snapshot

@@ -23,6 +23,7 @@ from flows.contracts.columns import (
     Contract,
 )
 from flows.contracts.datasets import CONTRACTS
+from flows.contracts.stream import TICK_SCHEMA
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "terraform" / "modules" / "bigquery" / "schemas"
 REGENERATE = "python -m flows.contracts.bigquery"
@@ -63,7 +64,6 @@ def lake_tables() -> dict[str, pa.Schema]:
     """Every raw external table and the Parquet schema of its files: the four snapshot datasets, the price stream
     and the price history (partitioned by `interval`/`asset` instead of `dt`)."""
     from flows.contracts.datasets import ASSET_HISTORY
-    from flows.stream import TICK_SCHEMA  # imported lazily: the stream module pulls in Prefect
 
     tables = {name: contract.arrow_schema() for name, contract in CONTRACTS.items()}
     tables.update(prices_stream=TICK_SCHEMA, asset_history=ASSET_HISTORY.arrow_schema())
