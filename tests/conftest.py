@@ -25,7 +25,7 @@ def prefect_api() -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=180):  # each xdist worker starts one, on a busy machine
         yield str(PREFECT_API_URL.value())
 
 
