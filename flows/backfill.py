@@ -45,19 +45,18 @@ from flows.contracts.columns import API_TIMESTAMP, QUARANTINE_SCHEMA, SNAPSHOT_I
 from flows.contracts.datasets import ASSET_HISTORY
 from flows.contracts.validate import plausible_api_timestamp, validate_records
 from flows.errors import ApiError, ConfigError
+from flows.flow_support import flow_run_id, retry_if_transient
 from flows.lake.factory import lake_storage
+from flows.lake.history import DATASET, SKIPPED_DATASET
 from flows.lake.parquet import ZONE_DATA, ZONE_QUARANTINE, StagedParquet
 from flows.lake.storage import LakeStorage
 from flows.observability import redact_error, redacted_errors
-from flows.pipeline import _flow_run_id, _retry_if_transient
 from flows.settings import Settings, current_settings
 from flows.snapshot_id import Snapshot
 from flows.warehouse.factory import warehouse
 
 log = logging.getLogger(__name__)
 
-DATASET = "asset_history"
-SKIPPED_DATASET = "asset_history_skipped"
 _DAY_MS = 86_400_000
 
 
@@ -168,19 +167,6 @@ def history_prefix(interval: str, zone: str = ZONE_DATA) -> str:
 def skipped_key(interval: str, asset_id: str) -> str:
     """Where a delisted asset (404) is recorded, so later runs skip it without a call."""
     return f"{ZONE_DATA}/{SKIPPED_DATASET}/interval={interval}/{asset_id}.parquet"
-
-
-# A zero-row file (schema only) for a lake without history: BigQuery's external table fails on an empty prefix.
-# `_placeholder` can never be an asset id (ids start with a letter or digit), so no backfill reads or replaces it.
-PLACEHOLDER_KEY = f"{ZONE_DATA}/{DATASET}/interval=d1/asset=_placeholder/0_0.parquet"
-
-
-def ensure_history_readable(storage: LakeStorage, staging_dir: Path) -> list[str]:
-    """Write the placeholder when the lake has no history file yet; return the keys written."""
-    if storage.list(f"{ZONE_DATA}/{DATASET}/"):
-        return []
-    StagedParquet(ASSET_HISTORY.arrow_schema(), staging_dir).publish(storage, PLACEHOLDER_KEY)
-    return [PLACEHOLDER_KEY]
 
 
 def _day_ms(day: date) -> int:
@@ -916,7 +902,7 @@ class _Resolved:
     retries=2,
     retry_delay_seconds=[10, 60],
     retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_if_transient,
+    retry_condition_fn=retry_if_transient,
     timeout_seconds=900,
     cache_policy=NO_CACHE,
 )
@@ -937,7 +923,7 @@ def plan_backfill_task(
     retries=2,
     retry_delay_seconds=[60, 300],
     retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_if_transient,  # a retry resumes: finished chunks are skipped
+    retry_condition_fn=retry_if_transient,  # a retry resumes: finished chunks are skipped
     timeout_seconds=6 * 3600,
     cache_policy=NO_CACHE,
 )
@@ -1002,7 +988,7 @@ def _backfill_run(
         store.record_runs(
             [
                 {
-                    "flow_run_id": _flow_run_id(),
+                    "flow_run_id": flow_run_id(),
                     "snapshot_id": Snapshot.now().id,
                     "step": f"{DATASET}:{interval}",
                     "status": "failed",
@@ -1014,6 +1000,6 @@ def _backfill_run(
         raise
     report.credits_used += resolved.listing_credits
     report.max_credits = max_credits
-    store.record_runs([{**report.as_row(), "flow_run_id": _flow_run_id(), "status": "completed"}])
+    store.record_runs([{**report.as_row(), "flow_run_id": flow_run_id(), "status": "completed"}])
     print(report.summary())
     return report

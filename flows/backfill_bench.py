@@ -16,7 +16,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flows.backfill import DATASET, DEFAULT_WORKERS, backfill, plan_chunks
+from flows.backfill import DEFAULT_WORKERS, backfill, plan_chunks
+from flows.lake.history import DATASET
 from flows.lake.parquet import ZONE_DATA
 from flows.settings import Settings
 

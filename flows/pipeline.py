@@ -24,9 +24,7 @@ from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
-from prefect.context import TaskRunContext, get_run_context
-from prefect.states import State
+from prefect.context import TaskRunContext
 from pydantic import Field
 
 from flows.alerts import alert_on_failure, failure_alert, quality_alert, send_alert
@@ -35,12 +33,14 @@ from flows.coincap.endpoints import DATASETS
 from flows.contracts.datasets import CONTRACTS
 from flows.contracts.stream import GAP_SCHEMA, TICK_SCHEMA
 from flows.datasets import Dataset
-from flows.errors import ApiUnavailable, PipelineError, StorageError
+from flows.errors import PipelineError
 from flows.extract import DatasetReport, StagedFiles, extract_dataset
+from flows.flow_support import flow_run_id, retry_if_transient
 from flows.lake.factory import lake_storage
+from flows.lake.history import ensure_history_readable
 from flows.lake.lock import data_dir_lock
 from flows.lake.parquet import ensure_readable
-from flows.lake.storage import LocalStorage, ensure_writable, permanent_reason
+from flows.lake.storage import LocalStorage, ensure_writable
 from flows.observability import configure_logging, publish_snapshot_artifact, redact_error, redacted_errors
 from flows.quality import QualityReport, run_checks
 from flows.settings import Settings, current_settings
@@ -89,18 +89,6 @@ class SnapshotSummary:
     quality: QualityReport | None = None  # the data-quality checks run after the dbt build
 
 
-def _retry_if_transient(task: Any, task_run: TaskRun, state: State) -> bool:
-    """Retry network/storage trouble; never a rejected key, a spent quota, a bad configuration, nor a path that
-    cannot be written (permissions, read-only or full disk): waiting does not fix those, it only hides them."""
-    try:
-        state.result()
-    except (ApiUnavailable, StorageError, OSError) as exc:
-        return permanent_reason(exc) is None
-    except Exception:
-        return False
-    return False
-
-
 # ---- what an extract step spent, failed attempts included ---------------------------------------------------
 #
 # `extract_dataset` reports its calls only when it succeeds; the task passes it a meter and, when an attempt fails,
@@ -141,7 +129,7 @@ def _spent_by(task_run_id: Any) -> _Spent:
     retries=2,
     retry_delay_seconds=[10, 60],
     retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_if_transient,
+    retry_condition_fn=retry_if_transient,
     timeout_seconds=3600,
     cache_policy=NO_CACHE,
 )
@@ -185,7 +173,7 @@ def _extract(dataset: Dataset, snapshot_id: str) -> tuple[DatasetReport, StagedF
     name="publish",
     retries=2,
     retry_delay_seconds=5,
-    retry_condition_fn=_retry_if_transient,
+    retry_condition_fn=retry_if_transient,
     timeout_seconds=1800,
     cache_policy=NO_CACHE,
 )
@@ -201,7 +189,6 @@ def build_marts(settings: Settings, full_refresh: bool = False) -> DbtOutcome:
     `dbt build` the marts."""
     schemas = {name: contract.arrow_schema() for name, contract in CONTRACTS.items()}
     schemas.update(prices_stream=TICK_SCHEMA, prices_stream_gaps=GAP_SCHEMA)  # read by dbt even if never streamed
-    from flows.backfill import ensure_history_readable  # backfill imports this module's task helpers
     from flows.contracts.datasets import ASSET_HISTORY
     from flows.lake.integrity import verify_lake
 
@@ -250,14 +237,6 @@ def _check_quality(snapshot_id: str | None, run_id: str | None) -> QualityReport
     return report
 
 
-def _flow_run_id() -> str | None:
-    try:
-        run = get_run_context().flow_run  # type: ignore[union-attr]
-    except Exception:
-        return None
-    return str(run.id) if run else None
-
-
 def _run_snapshot(datasets: list[Dataset], snapshot_id: str | None, transform: bool) -> SnapshotSummary:
     logger = get_run_logger()
     settings = current_settings()
@@ -279,7 +258,7 @@ def _run_snapshot(datasets: list[Dataset], snapshot_id: str | None, transform: b
         if dataset in results:
             _add_spent(results[dataset][0], spent[dataset])
 
-    run_id = _flow_run_id()
+    run_id = flow_run_id()
     store = warehouse(settings)
     if errors:
         for _, staged in results.values():
@@ -462,7 +441,7 @@ def transform_flow(full_refresh: bool = False) -> DbtOutcome:
     """Build and test the marts from what is in the lake."""
     # A dbt-only run is recorded under the moment it ran, in the snapshot-id format.
     with redacted_errors(), _one_run_per_data_dir("dbt build"):
-        run_id = _flow_run_id()
+        run_id = flow_run_id()
         outcome = _build_marts(warehouse(current_settings()), Snapshot.now().id, run_id, full_refresh)
         _check_quality(None, run_id)  # each dataset's latest snapshot
         return outcome

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from prefect import flow, get_run_logger
 
 from flows.alerts import alert_on_failure, send_alert, stale_alert
-from flows.pipeline import _flow_run_id
+from flows.flow_support import flow_run_id
 from flows.settings import current_settings
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def watchdog_flow() -> QualityReport:
 
     logger = get_run_logger()
     settings = current_settings()
-    report = run_checks(settings, flow_run_id=_flow_run_id(), categories={"freshness"})
+    report = run_checks(settings, flow_run_id=flow_run_id(), categories={"freshness"})
     tripped = [r for r in report.results if r.status != "pass"]
     if tripped:
         logger.warning("stale: %s", report.summary_line())

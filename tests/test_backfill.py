@@ -25,6 +25,7 @@ from flows.backfill import (
 from flows.backfill_bench import benchmark_backfill
 from flows.contracts.datasets import ASSET_HISTORY
 from flows.errors import ApiError, AuthError, QuotaExhausted, StorageError
+from flows.lake.history import PLACEHOLDER_KEY, ensure_history_readable
 from flows.lake.storage import LakeStorage, LocalStorage, StorageWrapper
 from flows.local_api import Catalog, Faults, StubServer
 from flows.local_api.catalog import DEFAULT_AS_OF_MS
@@ -368,8 +369,8 @@ def test_staging_model_builds_on_duckdb(settings: Settings, catalog: Catalog) ->
     assert empty.ok and empty.statuses["success"] == 1
     # the zero-row placeholder BigQuery needs before the first backfill is written once and read as nothing
     lake, staging = LocalStorage(settings.lake_dir), settings.data_dir / "staging"
-    assert bf.ensure_history_readable(lake, staging) == [bf.PLACEHOLDER_KEY]
-    assert bf.ensure_history_readable(lake, staging) == []
+    assert ensure_history_readable(lake, staging) == [PLACEHOLDER_KEY]
+    assert ensure_history_readable(lake, staging) == []
     report = run(settings, ids(catalog)[:3])
     outcome = run_dbt(settings, "build", "--select", "stg_coincap__asset_history")
     assert outcome.ok and outcome.statuses["success"] == 1 and outcome.statuses["pass"] >= 5

@@ -17,11 +17,12 @@ import pyarrow as pa
 import pytest
 
 from flows.errors import ApiUnavailable, DataDirBusy, NotWritable, QuotaExhausted, StorageError
+from flows.flow_support import retry_if_transient
 from flows.lake.lock import data_dir_lock, holder_pid
 from flows.lake.parquet import StagedParquet
 from flows.lake.storage import LocalStorage, StorageWrapper
 from flows.local_api import Faults
-from flows.pipeline import _retry_if_transient, snapshot_flow
+from flows.pipeline import snapshot_flow
 from flows.warehouse.local_duckdb import LocalWarehouse
 from tests.conftest import API_KEY
 
@@ -427,7 +428,7 @@ def test_permission_and_disk_errors_are_never_retried_and_name_the_path(tmp_path
             raise self.exc
 
     def retried(exc: BaseException) -> bool:
-        return _retry_if_transient(None, None, State(exc))  # type: ignore[arg-type]
+        return retry_if_transient(None, None, State(exc))  # type: ignore[arg-type]
 
     assert not retried(PermissionError(13, "Permission denied", "/data/staging"))
     assert not retried(OSError(28, "No space left on device"))
