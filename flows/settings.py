@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from flows.errors import ConfigError
-from flows.observability import redact, register_secret
+from flows.redaction import redact, register_secret
 
 DEFAULT_BASE_URL = "https://rest.coincap.io/v3"
 KEY_HOWTO = 'printf %s "$KEY" | gcloud secrets versions add coincap-api-key --data-file=- (echo adds a newline)'
