@@ -102,7 +102,8 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _lake_points(lake_dir: Path) -> tuple[int, int]:
+def lake_points(lake_dir: Path) -> tuple[int, int]:
+    """Rows and distinct (asset, interval, time) points of the history in a lake: equal when nothing is duplicated."""
     import duckdb
 
     files = f"{lake_dir.as_posix()}/{ZONE_DATA}/{DATASET}/*/*/*.parquet"
@@ -156,7 +157,7 @@ def benchmark_backfill(
                 if done.returncode != 0:
                     raise RuntimeError(f"benchmark run failed:\n{done.stderr[-3000:]}")
                 timed = json.loads(done.stdout.strip().splitlines()[-1])
-                timed_rows, timed_distinct = _lake_points(Path(tmp) / "timed" / "lake")
+                timed_rows, timed_distinct = lake_points(Path(tmp) / "timed" / "lake")
                 if not timed_rows == timed_distinct == points:
                     raise RuntimeError(
                         f"the timed run landed {timed_rows} points ({timed_distinct} distinct), not {points}"
@@ -193,7 +194,7 @@ def benchmark_backfill(
                 missing = [c for c in planned if (asset, c.start_ms) not in landed or c.is_open(now_ms)]
                 expected_requests += len(missing)
                 refetched += max(0, after[path] - before.get(path, 0) - len(missing))
-            total_points, distinct = _lake_points(data_dir / "lake")
+            total_points, distinct = lake_points(data_dir / "lake")
             report = timed["report"]
             return BackfillBenchmark(
                 assets=n_assets, years=years, chunks=chunks, points=points,

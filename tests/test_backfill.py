@@ -23,6 +23,7 @@ from flows.backfill import (
     skipped_key,
 )
 from flows.backfill_bench import benchmark_backfill
+from flows.backfill_bench import lake_points as bench_lake_points
 from flows.contracts.datasets import ASSET_HISTORY
 from flows.errors import ApiError, AuthError, QuotaExhausted, StorageError
 from flows.lake.history import PLACEHOLDER_KEY, ensure_history_readable
@@ -74,13 +75,7 @@ def lake_keys(settings: Settings, prefix: str = "coincap/asset_history/") -> set
 
 
 def lake_points(settings: Settings) -> tuple[int, int]:
-    files = f"{settings.lake_dir.as_posix()}/coincap/asset_history/*/*/*.parquet"
-    with duckdb.connect() as con:
-        row = con.sql(
-            f"select count(*), count(distinct (asset_id, history_interval, time)) from read_parquet('{files}')"
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
+    return bench_lake_points(settings.lake_dir)
 
 
 def expected_points(catalog: Catalog, assets: list[str]) -> int:
