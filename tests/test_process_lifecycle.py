@@ -20,6 +20,7 @@ import pytest
 
 from flows.cli import _exit_with_us, _tie_prefect_server, _TiedPopen, _TiedSubprocess
 from tests.conftest import API_KEY
+from tests.tools import cli_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,17 +81,7 @@ def wait_gone(pid: int, started: str | None, timeout: float) -> float | None:
 
 
 def test_kill_9_of_the_cli_takes_prefects_temporary_server_with_it(stub, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COINCAP_", "PIPELINE_", "PREFECT_"))}
-    env.update({
-        "PYTHONPATH": str(ROOT),
-        # No PREFECT_API_URL: the CLI starts Prefect's temporary server.
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "false",
-        "PIPELINE_DATA_DIR": str(tmp_path / "data"),
-        "COINCAP_API_KEY": API_KEY,
-        "COINCAP_API_BASE_URL": stub.base_url,
-    })  # fmt: skip
+    env = cli_env(tmp_path, COINCAP_API_KEY=API_KEY, COINCAP_API_BASE_URL=stub.base_url)
     log = tmp_path / "cli.log"
     with log.open("w") as output:
         cli = subprocess.Popen(

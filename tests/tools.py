@@ -33,3 +33,21 @@ def tool_venv(name: str, requirements: list[str], *, timeout_s: int = 900) -> Pa
             )
             stamp.touch()
     return venv / "bin"
+
+
+def cli_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """The environment of a CLI subprocess: this one without any COINCAP_/PIPELINE_/PREFECT_ setting, the project on
+    PYTHONPATH, no PREFECT_API_URL (the CLI starts Prefect's temporary server, its SQLite database in this home),
+    the data dir under `tmp_path`, then `settings`."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COINCAP_", "PIPELINE_", "PREFECT_"))}
+    env.update({
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PIPELINE_DATA_DIR": str(tmp_path / "data"),
+        **settings,
+    })  # fmt: skip
+    return env
