@@ -37,7 +37,6 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from flows.alerts import alert_on_failure
 from flows.coincap.client import CallStats, CoinCapClient, CreditBudget, CreditMeter, OverBudget
 from flows.coincap.credits import credits_for
 from flows.coincap.paging import STALLED_PAGES, ignores_offset
@@ -50,7 +49,8 @@ from flows.lake.factory import lake_storage
 from flows.lake.history import DATASET, SKIPPED_DATASET
 from flows.lake.parquet import ZONE_DATA, ZONE_QUARANTINE, StagedParquet
 from flows.lake.storage import LakeStorage
-from flows.observability import redact_error, redacted_errors
+from flows.ops.alerts import alert_on_failure
+from flows.ops.observability import redact_error, redacted_errors
 from flows.settings import Settings, current_settings
 from flows.snapshot_id import Snapshot
 from flows.warehouse.factory import warehouse
@@ -96,7 +96,7 @@ INTERVALS: dict[str, Interval] = {
 }
 IntervalName = Literal["m1", "m5", "m15", "m30", "h1", "h2", "h6", "h12", "d1"]
 
-# Measured on CoinCap's own history samples (flows/local_api/samples/history.json: 92.1 bytes per compact point
+# Measured on CoinCap's own history samples (flows/standin/samples/history.json: 92.1 bytes per compact point
 # with 16-decimal prices) plus 2 bytes for v3's 18 decimals and 1 for rounding.
 BYTES_PER_POINT = 95
 # The budget's worst case per point: long prices and a `circulatingSupply` field (v2 sent one).

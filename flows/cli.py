@@ -26,7 +26,7 @@ from rich.text import Text
 
 from flows.datasets import SNAPSHOT_DATASETS
 from flows.errors import ConfigError, PipelineError
-from flows.observability import redact
+from flows.ops.observability import redact
 from flows.settings import DEFAULT_BASE_URL, Settings, Target, use_settings
 
 app = typer.Typer(
@@ -234,7 +234,7 @@ def _demo_api(settings: Settings) -> Iterator[Settings]:
     if settings.api_key_value or settings.api_base_url != DEFAULT_BASE_URL:
         yield settings
         return
-    from flows.local_api import Catalog, StubServer
+    from flows.standin import Catalog, StubServer
 
     notice = (
         "running the offline demo on bundled sample responses (set COINCAP_API_KEY to fetch live data from CoinCap)."
@@ -274,7 +274,7 @@ def run(
     with _writing(settings, "pipeline", "snapshot run"), _demo_api(settings) as effective:
         use_settings(effective)
         _tie_prefect_server()
-        from flows.pipeline import snapshot_flow
+        from flows.snapshot import snapshot_flow
 
         summary = snapshot_flow(snapshot_id=snapshot_id, datasets=chosen, transform=transform)
     _print_summary(summary)
@@ -437,7 +437,7 @@ def preflight(data_dir: DataDirOpt = None) -> None:
     """
     from google.auth.exceptions import DefaultCredentialsError
 
-    from flows.preflight import problems, run_preflight
+    from flows.ops.preflight import problems, run_preflight
 
     settings = load_settings(data_dir=data_dir, target=Target.gcp)
     _tie_prefect_server()  # the results-block check asks Prefect's API
@@ -471,8 +471,8 @@ def check_sql(
     Models (first build and incremental), data tests, preflight's dry runs, data-quality queries, the Looker
     report's queries and the README's gcp examples. One line per rejected statement; exits 7 when there is any.
     """
-    from flows.bigquery_sql.check import check_sql as run_check
     from flows.errors import SqlCheckError
+    from flows.ops.sql_check.check import check_sql as run_check
 
     settings = load_settings(data_dir=data_dir, target=Target.gcp)
     report = run_check(settings, dump_dir=dump, progress=lambda line: err.print(f"[dim]{line}[/]", highlight=False))
@@ -538,7 +538,7 @@ def stream(
     if not settings.api_key_value:
         raise ConfigError(
             "Streaming needs COINCAP_API_KEY (CoinCap's WebSocket is for paid plans).",
-            "Set it, or try `python -m flows.stream_bench --seconds 30` against the local stand-in.",
+            "Set it, or try `python -m flows.lab.stream_bench --seconds 30` against the local stand-in.",
         )
     wanted = [a.strip() for a in assets.split(",") if a.strip()]
     # One stream per data dir (its own lock: hourly snapshots go on beside it), taken before Prefect is imported.
@@ -580,7 +580,7 @@ def plan_credits(
     settings (COINCAP_ASSETS_LIMIT, COINCAP_MARKETS_EXCHANGES, COINCAP_MARKETS_QUOTES) in your environment or a
     deployment's job env cut the bill.
     """
-    from flows.credit_plan import PLANS, measured_from_runs, measured_runs_sql, plan, smallest_plan
+    from flows.ops.credit_plan import PLANS, measured_from_runs, measured_runs_sql, plan, smallest_plan
     from flows.warehouse.factory import warehouse
 
     settings = load_settings(data_dir=data_dir, target=target)
@@ -619,7 +619,7 @@ def prefect_blocks() -> None:
     """
     from prefect_gcp import GcpCredentials, GcsBucket
 
-    from flows.preflight import RESULTS_BLOCK_NAME
+    from flows.ops.preflight import RESULTS_BLOCK_NAME
 
     settings = load_settings(target=Target.gcp)
     if not settings.gcs_bucket or not settings.gcp_project:
@@ -659,7 +659,7 @@ def benchmark(
     ] = None,
 ) -> None:
     """Serve synthetic snapshots locally; time our pipeline and a naive baseline per stage; print the table."""
-    from flows import benchmark as bench
+    from flows.lab import benchmark as bench
 
     markets = bench.parse_sizes(sizes)
     if plot_path is not None and plot_path.suffix.lower() != ".svg":
@@ -706,7 +706,7 @@ def automations(
     notification block `coincap-alerts` from PIPELINE_ALERT_WEBHOOK_URL and creates or updates each automation
     by name in the server or workspace of PREFECT_API_URL (idempotent).
     """
-    from flows.alerts import apply_automations, load_automations
+    from flows.ops.alerts import apply_automations, load_automations
 
     settings = load_settings()
     models = load_automations(file)
@@ -737,13 +737,13 @@ def _setup_logging() -> None:
         settings = Settings()
     except ValidationError:
         settings = None
-    from flows.observability import configure_logging
+    from flows.ops.observability import configure_logging
 
     configure_logging(settings)
 
 
 def _json_logs() -> bool:
-    from flows.observability import JsonLinesHandler
+    from flows.ops.observability import JsonLinesHandler
 
     return any(isinstance(h, JsonLinesHandler) for h in logging.getLogger().handlers)
 
@@ -772,8 +772,8 @@ def looker_url(
     Open it in a browser signed in to Google, check the report, then "Edit and share" saves your copy.
     The URL alone goes to stdout; what each data source points at goes to stderr.
     """
-    from flows.looker import DEFINITION, check_tables_are_models, link_target, linking_url, load_report
-    from flows.transform import dbt_project_dir
+    from flows.ops.looker import DEFINITION, check_tables_are_models, link_target, linking_url, load_report
+    from flows.warehouse.dbt import dbt_project_dir
 
     settings = load_settings()
     report = load_report(definition or DEFINITION)

@@ -15,3 +15,9 @@ from typing import Literal, get_args
 
 Dataset = Literal["assets", "rates", "exchanges", "markets"]
 SNAPSHOT_DATASETS: tuple[Dataset, ...] = get_args(Dataset)
+
+# Which datasets each flow refreshes (by the flow function's name, as `prefect.yaml` entrypoints name them).
+FLOW_DATASETS: dict[str, tuple[Dataset, ...]] = {
+    "snapshot_flow": SNAPSHOT_DATASETS,
+    **{f"{d}_flow": (d,) for d in SNAPSHOT_DATASETS},
+}

@@ -4,7 +4,7 @@ Granular data (snapshot files, quarantine, stream ticks, and the snapshot-grain 
 dropped; daily aggregates (`fct_asset_daily`, asset history) are kept forever. Locally the maintenance flow
 applies it to the lake folder and DuckDB. On Google Cloud the same number is Terraform's
 `granular_retention_days`: it sets `PIPELINE_GRANULAR_RETENTION_DAYS` for the Cloud Run jobs, the bucket's
-lifecycle rule and the staging dataset's partition expiration; `flows.transform` passes the setting to dbt as
+lifecycle rule and the staging dataset's partition expiration; `flows.warehouse.dbt` passes the setting to dbt as
 `granular_partition_expiration_days`, the snapshot-grain marts' partition expiration.
 Applying it twice changes nothing the second time.
 """
@@ -19,11 +19,11 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.alerts import alert_on_failure
 from flows.lake.factory import lake_storage
 from flows.lake.lock import data_dir_lock
 from flows.lake.parquet import PLACEHOLDER_DAY
 from flows.lake.storage import LakeStorage
+from flows.ops.alerts import alert_on_failure
 from flows.settings import Settings, Target, current_settings
 
 # Lake prefixes holding granular, dt-partitioned data. Asset history (and its quarantine) is daily data: kept

@@ -5,7 +5,7 @@ plus `dbt source freshness` for the lake. Checks of a snapshot read that snapsho
 snapshot's, for anomalies), so on BigQuery a quality run bills a few partitions, never whole tables.
 
 A check that trips does not drop data: the snapshot stays landed and modeled, the result says what is wrong
-(with up to five sample keys), and `flows.pipeline` logs it and alerts. Results are stored per quality run in
+(with up to five sample keys), and `flows.snapshot` logs it and alerts. Results are stored per quality run in
 `ops.dq_results`, which the health page reads (rpt_data_quality).
 
 Thresholds are constants here unless users tune them (settings `PIPELINE_DQ_*`). Freshness follows the
@@ -24,6 +24,7 @@ from typing import Any
 
 from flows.datasets import SNAPSHOT_DATASETS
 from flows.errors import ConfigError, PipelineError
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings, Target
 
 # ------------------------------------------------------------------------------------------------ the results
@@ -127,7 +128,7 @@ PREVIOUS_WITHIN = timedelta(days=8)  # the previous snapshot anomalies compare w
 LOOKBACK_DAYS = 35  # how far back "the latest snapshot" is looked for (bounds BigQuery's partition scans)
 FRESHNESS_SLACK_HOURS = 1.0
 DEFAULT_RUN_GAP_HOURS = 24.0  # datasets no active schedule refreshes: as if daily
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGE_ROOT = PROJECT_ROOT
 
 
 # ------------------------------------------------------------------------------------------------ freshness
@@ -171,7 +172,7 @@ def scheduled_gaps(prefect_yaml: Path, days: int = 35) -> dict[str, float]:
     import yaml
     from cronsim import CronSim
 
-    from flows.credit_plan import FLOW_DATASETS
+    from flows.datasets import FLOW_DATASETS
 
     if not prefect_yaml.exists():
         return {}
@@ -817,7 +818,7 @@ def run_source_freshness(settings: Settings, datasets: Sequence[str]) -> list[tu
     Ages are judged here against the schedule-derived thresholds; the thresholds in the sources yml (prefect.yaml's,
     as vars) serve runs by hand. Only the build's own vars are passed, so dbt reuses its partial parse (2 s, not 10).
     """
-    from flows.transform import invoke_dbt
+    from flows.warehouse.dbt import invoke_dbt
 
     work = settings.data_dir.resolve() / "dbt"
     result, _ = invoke_dbt(settings, "source freshness", "--select", *(f"source:coincap.{d}" for d in datasets))

@@ -1,6 +1,6 @@
 """The redaction primitives: which strings are secrets, and text with them (and credential-shaped substrings)
 replaced by `***`. A foundation module (it imports nothing of the project), so the settings can register the key
-the moment they read it; `flows.observability` applies it to logs, errors, ops rows and artifacts.
+the moment they read it; `flows.ops.observability` applies it to logs, errors, ops rows and artifacts.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
@@ -78,3 +79,23 @@ def redact(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+# Free-text columns of the ops tables (run metrics, data-quality results): what an error or a check says.
+TEXT_COLUMNS = ("error", "detail", "description", "message", "reason")
+
+
+def redact_value(value: Any) -> Any:
+    """`value` with `redact` applied to every string in it (lists, tuples and dict values included)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return type(value)(redact_value(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: redact_value(v) for k, v in value.items()}
+    return value
+
+
+def redact_row(row: Mapping[str, Any], columns: tuple[str, ...] = TEXT_COLUMNS) -> dict[str, Any]:
+    """A copy of an ops-table row with its free-text `columns` redacted (what warehouse writers store)."""
+    return {k: redact_value(v) if k in columns else v for k, v in row.items()}

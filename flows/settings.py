@@ -139,7 +139,7 @@ class Settings(BaseSettings):
 
     # Retention: granular data (snapshots, ticks, quarantine) is kept this many days; daily aggregates forever.
     # Terraform's granular_retention_days defaults to the same number (GCS lifecycle, staging partitions), and dbt
-    # receives it as the marts' partition expiration (flows/transform.py). At least 31: fct_asset_daily's
+    # receives it as the marts' partition expiration (flows/warehouse/dbt.py). At least 31: fct_asset_daily's
     # incremental run recomputes its latest day's 30-day windows from granular data.
     granular_retention_days: int = Field(default=365, ge=31, alias="PIPELINE_GRANULAR_RETENTION_DAYS")
 

@@ -34,7 +34,6 @@ from pydantic import Field
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
-from flows.alerts import alert_on_failure
 from flows.contracts.columns import QUARANTINE_SCHEMA, SNAPSHOT_ID, SNAPSHOT_TS, TIMESTAMP_TYPE
 from flows.contracts.datasets import PRICES_STREAM
 from flows.contracts.stream import GAP_SCHEMA, GAPS_DATASET, TICK_SCHEMA
@@ -43,7 +42,8 @@ from flows.errors import ApiUnavailable, AuthError, ConfigError, PipelineError, 
 from flows.lake.factory import lake_storage
 from flows.lake.parquet import ZONE_DATA, ZONE_QUARANTINE, StagedParquet, ensure_readable
 from flows.lake.storage import LakeStorage
-from flows.observability import redact, redacted_errors
+from flows.ops.alerts import alert_on_failure
+from flows.ops.observability import redact, redacted_errors
 from flows.settings import Settings, current_settings
 
 DEFAULT_WS_URL = "wss://wss.coincap.io/prices"

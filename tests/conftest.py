@@ -13,8 +13,8 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_SERVER_UI_ENABLED"] = "false"
 os.environ.pop("COINCAP_API_KEY", None)
 
-from flows.local_api import Catalog, Faults, StubServer  # noqa: E402
 from flows.settings import Settings, use_settings  # noqa: E402
+from flows.standin import Catalog, Faults, StubServer  # noqa: E402
 
 API_KEY = "test-key"
 
@@ -67,10 +67,10 @@ from tests.gcs_server import gcs_emulator, gcs_server  # noqa: E402, F401
 
 @pytest.fixture(scope="session")
 def bigquery_offline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, object]:
-    """The dbt project built for BigQuery with the connection stubbed (flows/bigquery_sql/dbt_offline.py), once per
+    """The dbt project built for BigQuery with the connection stubbed (flows/ops/sql_check/dbt_offline.py), once per
     session: (the settings check-sql compiles with, the OfflineBuild)."""
-    from flows.bigquery_sql.check import offline_settings
-    from flows.bigquery_sql.dbt_offline import compile_offline
+    from flows.ops.sql_check.check import offline_settings
+    from flows.ops.sql_check.dbt_offline import compile_offline
 
     base = Settings(  # type: ignore[call-arg]
         _env_file=None, PIPELINE_TARGET="gcp", GCP_PROJECT_ID="example-project", BQ_LOCATION="EU",

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from flows import alerts
-from flows.alerts import (
+from flows.errors import AuthError
+from flows.ops import alerts
+from flows.ops.alerts import (
     Alert,
     DeliveryPolicy,
     failure_alert,
@@ -32,7 +33,6 @@ from flows.alerts import (
     slack_message,
     stale_alert,
 )
-from flows.errors import AuthError
 from flows.quality import CheckResult, QualityReport
 from flows.settings import Settings, use_settings
 from tests.conftest import API_KEY, fast_settings
@@ -244,7 +244,7 @@ def test_429_retry_after_is_honoured(tmp_path, webhook) -> None:
 
 def test_a_retry_after_too_long_gives_up_at_once_with_one_warning(tmp_path, webhook, caplog) -> None:
     webhook.script = [Reply(429, b"rate_limited", {"Retry-After": "3600"})]
-    caplog.set_level(logging.INFO, logger="flows.alerts")
+    caplog.set_level(logging.INFO, logger="flows.ops.alerts")
     started = time.monotonic()
     assert send_alert(failure_alert("snapshot", "run-1", "boom"), _settings(tmp_path, webhook.url)) is False
     assert time.monotonic() - started < 2 and len(webhook.posts) == 1
@@ -281,7 +281,7 @@ def test_an_unreachable_webhook_never_raises_and_logs_one_line_without_the_url(t
     caplog.set_level(logging.INFO)
     assert send_alert(failure_alert("snapshot", "run-1", AuthError("Bad key.", "Fix it.")),
                       _settings(tmp_path, url)) is False  # fmt: skip
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "flows.alerts"]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "flows.ops.alerts"]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     line = warnings[0].getMessage()
     assert "after 4 attempts" in line and "PIPELINE_ALERT_WEBHOOK_URL" in line and "\n" not in line
@@ -290,10 +290,10 @@ def test_an_unreachable_webhook_never_raises_and_logs_one_line_without_the_url(t
 
 
 def test_without_a_webhook_the_alert_is_only_logged(tmp_path, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="flows.alerts")
+    caplog.set_level(logging.INFO, logger="flows.ops.alerts")
     alert = quality_alert(bad_report())
     assert send_alert(alert, _settings(tmp_path, None)) is False
-    (logged,) = [r for r in caplog.records if r.name == "flows.alerts"]
+    (logged,) = [r for r in caplog.records if r.name == "flows.ops.alerts"]
     assert logged.levelno == logging.ERROR and "validity.no_negative_prices" in logged.getMessage()
     assert logged.alert_kind == "data_quality"  # type: ignore[attr-defined]
 
@@ -334,8 +334,8 @@ def test_stale_alert_names_datasets_and_checks() -> None:
 
 
 def test_a_failing_pipeline_flow_alerts_through_its_hook(prefect_api, tmp_path, stub, webhook) -> None:
-    from flows.pipeline import assets_flow
     from flows.settings import use_settings
+    from flows.snapshot import assets_flow
 
     settings = fast_settings(tmp_path / "data", stub.base_url, COINCAP_API_KEY="wrong-key-abcdef",
                              PIPELINE_ALERT_WEBHOOK_URL=webhook.url)  # fmt: skip
@@ -355,8 +355,8 @@ def test_a_failing_pipeline_flow_alerts_through_its_hook(prefect_api, tmp_path, 
 
 @pytest.mark.slow
 def test_the_watchdog_alerts_on_stale_data_and_a_good_snapshot_raises_nothing(prefect_api, tmp_path, webhook):
-    from flows.local_api import Catalog, StubServer
-    from flows.pipeline import snapshot_flow
+    from flows.snapshot import snapshot_flow
+    from flows.standin import Catalog, StubServer
     from flows.warehouse.factory import warehouse
     from flows.watchdog import watchdog_flow
 

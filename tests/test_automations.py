@@ -17,7 +17,8 @@ from uuid import UUID
 import pytest
 import yaml
 
-from flows.alerts import (
+from flows.errors import ConfigError
+from flows.ops.alerts import (
     AUTOMATIONS_FILE,
     MANAGED_TAG,
     NOTIFICATION_BLOCK,
@@ -28,7 +29,6 @@ from flows.alerts import (
     save_notification_block,
     send_alert,
 )
-from flows.errors import ConfigError
 from tests.conftest import fast_settings
 from tests.test_alerts import Webhook, bad_report
 

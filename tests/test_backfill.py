@@ -22,15 +22,15 @@ from flows.backfill import (
     plan_chunks,
     skipped_key,
 )
-from flows.backfill_bench import benchmark_backfill
-from flows.backfill_bench import lake_points as bench_lake_points
 from flows.contracts.datasets import ASSET_HISTORY
 from flows.errors import ApiError, AuthError, QuotaExhausted, StorageError
+from flows.lab.backfill_bench import benchmark_backfill
+from flows.lab.backfill_bench import lake_points as bench_lake_points
 from flows.lake.history import PLACEHOLDER_KEY, ensure_history_readable
 from flows.lake.storage import LakeStorage, LocalStorage, StorageWrapper
-from flows.local_api import Catalog, Faults, StubServer
-from flows.local_api.catalog import DEFAULT_AS_OF_MS
 from flows.settings import Settings
+from flows.standin import Catalog, Faults, StubServer
+from flows.standin.catalog import DEFAULT_AS_OF_MS
 from tests.conftest import API_KEY, fast_settings
 
 AS_OF = datetime.fromtimestamp(DEFAULT_AS_OF_MS / 1000, UTC)  # the stand-in's "now": its history ends that day
@@ -358,7 +358,7 @@ def test_backfill_into_gcs_resumes_from_the_bucket(
 
 
 def test_staging_model_builds_on_duckdb(settings: Settings, catalog: Catalog) -> None:
-    from flows.transform import run_dbt
+    from flows.warehouse.dbt import run_dbt
 
     empty = run_dbt(settings, "build", "--select", "stg_coincap__asset_history")  # no history yet: still builds
     assert empty.ok and empty.statuses["success"] == 1

@@ -17,8 +17,8 @@ from flows import benchmark as bench
 from flows.cli import app
 from flows.coincap.client import CoinCapClient
 from flows.errors import ConfigError
-from flows.local_api import Catalog, StubServer
-from flows.naive_baseline import load_snapshot
+from flows.lab.naive_baseline import load_snapshot
+from flows.standin import Catalog, StubServer
 from tests.conftest import API_KEY, fast_settings
 
 NOW = datetime(2026, 11, 21, 5, 30, tzinfo=UTC)
@@ -226,7 +226,7 @@ def test_pages_checked_in_one_batch_get_exactly_the_verdicts_of_page_by_page(see
 
 @pytest.mark.parametrize("bits", [64 // 3, 2])  # 2 bits: most keys do not fit and take the exact fallback
 def test_landed_keys_are_exact_packed_or_not(bits):
-    from flows.extract import _LandedKeys
+    from flows.ingest.extract import _LandedKeys
 
     rng = random.Random(bits)
     records = _messy_records(bits)

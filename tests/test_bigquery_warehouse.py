@@ -22,7 +22,7 @@ import duckdb
 import pytest
 
 from flows.errors import ConfigError, PipelineError
-from flows.extract import DatasetReport
+from flows.ingest.extract import DatasetReport
 from flows.settings import Settings
 from flows.warehouse.bigquery import BigQueryWarehouse, runs_columns
 from flows.warehouse.factory import warehouse
@@ -62,7 +62,7 @@ def one_line(exc: pytest.ExceptionInfo[PipelineError]) -> str:
 
 
 def pipeline_rows() -> list[dict[str, Any]]:
-    """Rows as `flows.pipeline` records them: a dataset's report, and a failed dbt step."""
+    """Rows as `flows.snapshot` records them: a dataset's report, and a failed dbt step."""
     report = DatasetReport(
         dataset="assets", snapshot_id="20261121T053000Z", served=120, duplicates=2, valid=117, quarantined=1,
         pages=1, new_fields=["newField"], calls=2, failed_calls=1, retries=1, bytes=52_000, credits=22,

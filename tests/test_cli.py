@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.local_api import Faults
+from flows.standin import Faults
 from tests.conftest import API_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,7 +167,7 @@ def test_the_run_summary_and_folded_table_cells_are_printed_redacted(capsys):
     from rich.table import Table
 
     from flows.cli import _print_summary, out
-    from flows.observability import register_secret
+    from flows.ops.observability import register_secret
 
     register_secret(CANARY_KEY)  # as loading the settings does
     register_secret(HOOK_URL)

@@ -29,7 +29,7 @@ sys.argv = ["coincap-pipeline", *sys.argv[1:]]
 try:
     main()
 finally:
-    print("imported:", sorted(m for m in ("prefect", "flows.pipeline") if m in sys.modules))
+    print("imported:", sorted(m for m in ("prefect", "flows.snapshot") if m in sys.modules))
 """
 
 
@@ -142,7 +142,7 @@ def test_snapshot_parse_takes_only_real_past_utc_times() -> None:
 @pytest.mark.parametrize("snapshot_id", ["20261345T000000Z", "99991231T235959Z"])
 def test_the_flow_refuses_a_bad_snapshot_id_too(snapshot_id: str, prefect_api, settings) -> None:
     """A deployment run with a bad parameter fails at once with the one line, nothing extracted."""
-    from flows.pipeline import snapshot_flow
+    from flows.snapshot import snapshot_flow
 
     with pytest.raises(SnapshotIdError, match="snapshot id|Snapshot id"):
         snapshot_flow(snapshot_id=snapshot_id, transform=False)

@@ -9,7 +9,7 @@ import pytest
 from flows.coincap.client import CoinCapClient, _origin, _same_host
 from flows.coincap.credits import credits_for
 from flows.errors import ApiError, AuthError, QuotaExhausted
-from flows.local_api import Faults, StubServer
+from flows.standin import Faults, StubServer
 from tests.conftest import fast_settings
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.credit_plan import dataset_credits, plan, records_in_scope, runs_per_month, smallest_plan
-from flows.extract import extract_dataset
-from flows.local_api import Catalog, StubServer
+from flows.ingest.extract import extract_dataset
+from flows.ops.credit_plan import dataset_credits, plan, records_in_scope, runs_per_month, smallest_plan
 from flows.settings import Settings
 from flows.snapshot_id import Snapshot
+from flows.standin import Catalog, StubServer
 from tests.conftest import API_KEY, fast_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ def test_unscoped_schedule_needs_a_paid_plan(tmp_path):
     yaml_file.write_text(
         "deployments:\n"
         "  - name: everything-daily\n"
-        "    entrypoint: flows.pipeline:snapshot_flow\n"
+        "    entrypoint: flows.snapshot:snapshot_flow\n"
         "    schedules: [{cron: '0 0 * * *', timezone: UTC}]\n"
     )
     (cost,) = plan(yaml_file, Settings())
@@ -51,7 +51,8 @@ def test_estimate_is_close_to_what_a_run_really_costs(tmp_path, dataset, monkeyp
         staged.discard()
     # the planner assumes CoinCap's full lists: give it this catalog's sizes
     monkeypatch.setattr(
-        "flows.credit_plan.UNIVERSE", {"assets": 3000, "rates": len(catalog.rates), "exchanges": 200, "markets": 20_000}
+        "flows.ops.credit_plan.UNIVERSE",
+        {"assets": 3000, "rates": len(catalog.rates), "exchanges": 200, "markets": 20_000},
     )
     assert records_in_scope(dataset, settings) == report.served
     estimate = dataset_credits(dataset, settings, {dataset: report.bytes / report.served})

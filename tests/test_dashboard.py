@@ -368,7 +368,7 @@ def test_pages_render_in_a_browser_without_errors_even_with_hostile_names(tmp_pa
 def demo_run(prefect_api, tmp_path_factory):
     """Offline demo through the real pipeline: yesterday (a failed run, then its snapshot), then today's
     snapshot deliberately bad, the dbt build and the data-quality checks the pipeline runs after it."""
-    from flows.dashboard.demo_history import simulate_history
+    from flows.lab.demo_history import simulate_history
 
     started = time.perf_counter()
     history = simulate_history(tmp_path_factory.mktemp("demo") / "data", days=2, bad_day=0, failed_day=1, check_days=())

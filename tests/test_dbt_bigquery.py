@@ -1,6 +1,6 @@
 """The dbt project on the BigQuery target, without BigQuery: dbt's own runner with a stubbed connection.
 
-`compile_offline` (flows/bigquery_sql/dbt_offline.py, shared with `coincap-pipeline check-sql`) runs dbt for real
+`compile_offline` (flows/ops/sql_check/dbt_offline.py, shared with `coincap-pipeline check-sql`) runs dbt for real
 on the gcp target; only the connection is replaced, and every SQL statement dbt would send is recorded. Two
 passes: a first build (CREATE TABLE/VIEW, data tests) and an incremental run (insert_overwrite with copy jobs).
 Here the marts' configs and the statements' shape are checked (sqlglot's BigQuery dialect parses them: syntax
@@ -17,9 +17,9 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from flows.bigquery_sql.dbt_offline import LATEST_LOADED_DAY, OfflineBuild
+from flows.ops.sql_check.dbt_offline import LATEST_LOADED_DAY, OfflineBuild
 from flows.settings import Settings
-from flows.transform import DbtOutcome, dbt_env
+from flows.warehouse.dbt import DbtOutcome, dbt_env
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ import duckdb
 import pytest
 
 from flows.settings import Settings
-from flows.transform import DbtOutcome, run_dbt
+from flows.warehouse.dbt import DbtOutcome, run_dbt
 from tests.lake_fixtures import Snapshot, generate_history, write_history
 
 pytestmark = pytest.mark.slow

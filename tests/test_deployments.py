@@ -31,8 +31,8 @@ from typing import Any
 import pytest
 import yaml
 
-from flows.local_api import Catalog, StubServer
 from flows.settings import Settings, Target
+from flows.standin import Catalog, StubServer
 from tests.tools import tool_venv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +101,7 @@ def test_every_deployment_s_parameters_are_accepted_by_its_flow() -> None:
             assert spec.get("description"), f"{name} has no description"
     # The check bites: a dataset the flow does not know is refused.
     with pytest.raises(ParameterTypeError):
-        _flow("flows.pipeline:snapshot_flow").validate_parameters({"datasets": ["assets", "candles"]})
+        _flow("flows.snapshot:snapshot_flow").validate_parameters({"datasets": ["assets", "candles"]})
 
 
 def test_pools_and_concurrency_limits() -> None:
@@ -154,7 +154,7 @@ def test_dbt_build_follows_every_completed_extraction() -> None:
     assert followed == {"snapshot", "reference-data"}
     for name in followed:  # dbt runs once, in its own flow run, so a failed build is retried without extracting
         assert gcp[name]["parameters"]["transform"] is False
-        assert gcp[name]["entrypoint"] == "flows.pipeline:snapshot_flow"
+        assert gcp[name]["entrypoint"] == "flows.snapshot:snapshot_flow"
     assert set(gcp["reference-data"]["parameters"]["datasets"]) == {"assets", "rates", "exchanges"}
     assert set(gcp["snapshot"]["parameters"]["datasets"]) == {"assets", "rates", "exchanges", "markets"}
 
@@ -313,8 +313,8 @@ def test_dockerignore_keeps_the_build_context_to_what_the_image_copies() -> None
                  "dbt/target/manifest.json", "dbt/logs/dbt.log", "flows/__pycache__/cli.cpython-311.pyc",
                  "coincap_pipeline.egg-info/PKG-INFO"):  # fmt: skip
         assert _ignored(path, rules), f"{path} would be sent to the Docker build"
-    for path in ("requirements.lock", "pyproject.toml", "README.md", "prefect.yaml", "flows/pipeline.py",
-                 "flows/local_api/samples/a.json", "dbt/dbt_project.yml", "dbt/models/marts/x.sql"):  # fmt: skip
+    for path in ("requirements.lock", "pyproject.toml", "README.md", "prefect.yaml", "flows/snapshot.py",
+                 "flows/standin/samples/a.json", "dbt/dbt_project.yml", "dbt/models/marts/x.sql"):  # fmt: skip
         assert not _ignored(path, rules), f"{path} is needed by the Dockerfile but ignored"
 
 
@@ -592,7 +592,7 @@ def test_snapshot_local_runs_to_completed_through_a_process_worker(deployed: Loc
     import cloudpickle
 
     persisted = [cloudpickle.loads(base64.b64decode(p.read_bytes())) for p in results.iterdir() if p.is_file()]
-    summaries = [r for r in persisted if f"{type(r).__module__}.{type(r).__name__}" == "flows.pipeline.SnapshotSummary"]
+    summaries = [r for r in persisted if f"{type(r).__module__}.{type(r).__name__}" == "flows.snapshot.SnapshotSummary"]
     assert len(summaries) == 1
     assert sorted(r.dataset for r in summaries[0].reports) == ["assets", "exchanges", "markets", "rates"]
     assert not [r for r in persisted if isinstance(r, tuple)], "an extract task's staged files were persisted"

@@ -1,4 +1,4 @@
-"""The fault-injection suite (flows/fault_suite.py): the stand-in's new faults, the lake doubles, an accounting that
+"""The fault-injection suite (flows/lab/fault_suite.py): the stand-in's new faults, the lake doubles, an accounting that
 catches every loss, duplicate and misrouted record, and the whole suite, which fails CI on any of them."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from flows.errors import StorageError
-from flows.fault_suite import (
+from flows.lab.fault_suite import (
     COMPLETED,
     KILLED_THEN_RECOVERED,
     FaultyStorage,
@@ -33,9 +33,9 @@ from flows.fault_suite import (
     split_scope,
 )
 from flows.lake.storage import LakeStorage, LocalStorage
-from flows.local_api import Catalog, Faults, StubServer
-from flows.local_api.catalog import RawRecord
-from flows.local_api.faults import NEW_FIELDS, OPTIONAL_FIELDS, drift_record, has_wrong_type
+from flows.standin import Catalog, Faults, StubServer
+from flows.standin.catalog import RawRecord
+from flows.standin.faults import NEW_FIELDS, OPTIONAL_FIELDS, drift_record, has_wrong_type
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "fault-key"
@@ -314,7 +314,7 @@ def test_docs_and_readme_show_every_scenario() -> None:
     for doc in ("docs/fault-suite.md", "README.md"):
         text = (ROOT / doc).read_text()
         missing = [s.name for s in scenarios() if f"| {s.name} |" not in text]
-        assert not missing, f"{doc} lacks {missing}: python -m flows.fault_suite --write docs/fault-suite.md"
+        assert not missing, f"{doc} lacks {missing}: python -m flows.lab.fault_suite --write docs/fault-suite.md"
 
 
 @pytest.mark.slow  # about 1.5 minutes on 2 cores: every scenario runs the real flows, one builds the marts

@@ -18,15 +18,15 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-import flows.local_api.server as stub_server
+import flows.standin.server as stub_server
 from flows.errors import ConfigError, StorageError
-from flows.extract import extract_dataset
+from flows.ingest.extract import extract_dataset
 from flows.lake.factory import lake_storage
 from flows.lake.gcs import GcsStorage
 from flows.lake.storage import LakeStorage, LocalStorage
-from flows.local_api import Catalog, StubServer
 from flows.settings import Settings
 from flows.snapshot_id import Snapshot
+from flows.standin import Catalog, StubServer
 from tests.conftest import API_KEY, fast_settings
 from tests.gcs_server import PROJECT, FakeGcsServer
 

@@ -1,4 +1,5 @@
-"""Property-based end-to-end tests: the real extract (`flows.extract.extract_dataset`) against the hostile stand-in.
+"""Property-based end-to-end tests: the real extract (`flows.ingest.extract.extract_dataset`) against the hostile
+stand-in.
 
 Hypothesis generates the listing the stand-in serves (unicode and huge strings in every string field; numbers with
 20+ digits, -0, 1e-30, -1e-30, exponents, non-ASCII digits, as strings and as JSON numbers; timestamps 0, negative,
@@ -47,11 +48,11 @@ from flows.contracts.columns import EPOCH_MS_MIN, Kind
 from flows.contracts.datasets import CONTRACTS
 from flows.contracts.validate import check_records, plausible_api_timestamp
 from flows.errors import ApiError, ApiUnavailable
-from flows.extract import DatasetReport, extract_dataset
-from flows.local_api import Catalog, Faults, StubServer
-from flows.local_api.catalog import RawRecord
-from flows.local_api.faults import page_rows
+from flows.ingest.extract import DatasetReport, extract_dataset
 from flows.snapshot_id import Snapshot
+from flows.standin import Catalog, Faults, StubServer
+from flows.standin.catalog import RawRecord
+from flows.standin.faults import page_rows
 from tests.conftest import API_KEY, fast_settings
 
 NOW_MS = int(time.time() * 1000)

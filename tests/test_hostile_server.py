@@ -22,9 +22,9 @@ import pytest
 
 from flows.coincap.client import CoinCapClient
 from flows.errors import ApiError, ApiUnavailable
-from flows.extract import extract_dataset
-from flows.local_api import Catalog, Faults, StubServer
+from flows.ingest.extract import extract_dataset
 from flows.snapshot_id import Snapshot
+from flows.standin import Catalog, Faults, StubServer
 from tests.conftest import API_KEY, fast_settings
 
 MB = 1024 * 1024

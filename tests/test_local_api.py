@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from flows.coincap.credits import credits_for
-from flows.local_api import NATURAL_KEYS, Catalog, Faults, StubServer, serve_in_subprocess
-from flows.local_api.catalog import SAMPLES_DIR
+from flows.standin import NATURAL_KEYS, Catalog, Faults, StubServer, serve_in_subprocess
+from flows.standin.catalog import SAMPLES_DIR
 
 KEY = "test-key"
 TIMEOUT = 5

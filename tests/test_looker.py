@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from flows.errors import ConfigError
-from flows.looker import (
+from flows.ops.looker import (
     DEFINITION,
     LINKING_API_URL,
     Report,

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from flows.observability import (
+from flows.ops.observability import (
     ARTIFACT_KEY,
     JsonLinesHandler,
     configure_logging,
@@ -36,7 +36,7 @@ from flows.observability import (
     snapshot_markdown,
 )
 from flows.settings import Settings, use_settings
-from flows.transform import DbtOutcome
+from flows.warehouse.dbt import DbtOutcome
 from tests.conftest import fast_settings
 from tests.test_alerts import TOKEN, Webhook, bad_report
 
@@ -98,7 +98,7 @@ def test_every_record_is_scrubbed_whatever_logger_it_comes_from() -> None:
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
     handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
-    names = ("prefect.flow_runs", "httpx", "some.library", "flows.extract")
+    names = ("prefect.flow_runs", "httpx", "some.library", "flows.ingest.extract")
     for name in names:
         logging.getLogger(name).addHandler(handler)
     try:
@@ -108,7 +108,7 @@ def test_every_record_is_scrubbed_whatever_logger_it_comes_from() -> None:
         try:
             raise RuntimeError(f"request with {KEY} failed")
         except RuntimeError:
-            logging.getLogger("flows.extract").exception("extract failed")
+            logging.getLogger("flows.ingest.extract").exception("extract failed")
     finally:
         for name in names:
             logging.getLogger(name).removeHandler(handler)
@@ -162,7 +162,9 @@ def test_json_mode_writes_one_object_per_line_with_run_ids(prefect_api, tmp_path
 
     @task
     def step() -> None:
-        logging.getLogger("flows.extract").info("plain logger in a task", extra={"dataset": "assets", "pages": 3})
+        logging.getLogger("flows.ingest.extract").info(
+            "plain logger in a task", extra={"dataset": "assets", "pages": 3}
+        )
 
     @flow(name="json-logs")
     def job() -> None:
@@ -213,7 +215,7 @@ def _finish(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_json_mode_run_logs_only_json_and_never_the_key(prefect_api, tmp_path, stub) -> None:
-    from flows.local_api import Catalog, StubServer
+    from flows.standin import Catalog, StubServer
 
     with Webhook() as webhook, StubServer(Catalog.demo(), api_keys={KEY}) as api:
         env = {
@@ -250,7 +252,7 @@ def test_a_json_mode_run_logs_only_json_and_never_the_key(prefect_api, tmp_path,
     (error,) = [e for e in bad_entries if e["logger"] == "flows.cli"]
     assert error["severity"] == "ERROR" and error["exit_code"] == 3
     assert error["message"].startswith("error: CoinCap rejected the API key")
-    assert any(e["logger"] == "flows.alerts" and "alert sent to the webhook at http://127.0.0.1" in e["message"]
+    assert any(e["logger"] == "flows.ops.alerts" and "alert sent to the webhook at http://127.0.0.1" in e["message"]
                for e in bad_entries)  # fmt: skip
     (post,) = posts  # the stub refused the key: the failure hook posted the one-line error
     assert "CoinCap rejected the API key" in post["text"] and KEY not in json.dumps(post)
@@ -309,7 +311,7 @@ def test_each_snapshot_run_leaves_its_summary_artifact(prefect_api, settings) ->
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-    from flows.pipeline import snapshot_flow
+    from flows.snapshot import snapshot_flow
 
     state = snapshot_flow(snapshot_id="20261121T053000Z", datasets=["assets", "rates"], transform=False,
                           return_state=True)  # fmt: skip

@@ -439,7 +439,7 @@ class Poisoned:
 @pytest.fixture(scope="module")
 def poisoned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Poisoned]:
     from flows.settings import Settings
-    from flows.transform import run_dbt
+    from flows.warehouse.dbt import run_dbt
     from tests.lake_fixtures import generate_history, lake_file, snapshot_id_of, write_history, write_snapshot
 
     data = tmp_path_factory.mktemp("poisoned") / "data"

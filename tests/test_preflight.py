@@ -9,8 +9,9 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from flows.contracts.bigquery import hive_partition_columns, lake_tables, schema_fields
-from flows.preflight import LAYERS, check_secret, problems, run_preflight
+from flows.ops.preflight import check_secret, problems, run_preflight
 from flows.settings import Settings
+from flows.warehouse.dbt import LAYERS
 from tests.bq_emulator import bq_emulator  # noqa: F401 - session fixture
 
 PROJECT = "example-project"
@@ -92,7 +93,7 @@ def test_missing_dataset_is_one_line_with_the_fix(world):
 
 
 def test_missing_results_block_says_which_command_creates_it(world, prefect_api):
-    from flows.preflight import _prefect_block_reader
+    from flows.ops.preflight import _prefect_block_reader
 
     world["read_block"] = _prefect_block_reader()  # the real Prefect server, where no such block exists
     (problem,) = problems(preflight(world))

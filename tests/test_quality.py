@@ -25,10 +25,10 @@ import sqlglot
 from sqlglot import exp
 
 from flows import quality
-from flows.local_api import Catalog, StubServer
-from flows.pipeline import SnapshotSummary, snapshot_flow
 from flows.quality import CHECKS, CheckResult, QualityReport, Snap, compile_checks, run_checks
 from flows.settings import Settings, use_settings
+from flows.snapshot import SnapshotSummary, snapshot_flow
+from flows.standin import Catalog, StubServer
 from flows.warehouse.local_duckdb import LocalWarehouse
 from tests.bq_emulator import PROJECT, BigQueryEmulator, bq_emulator  # noqa: F401 - session fixture
 from tests.conftest import API_KEY, fast_settings

@@ -23,9 +23,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from flows.looker import load_report
+from flows.ops.looker import load_report
 from flows.settings import Settings
-from flows.transform import DbtOutcome, run_dbt
+from flows.warehouse.dbt import DbtOutcome, run_dbt
 from flows.warehouse.local_duckdb import LocalWarehouse
 from tests.lake_fixtures import RATES, asset, market, num, write_snapshot
 

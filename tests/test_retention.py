@@ -20,7 +20,7 @@ import yaml
 from flows.lake.storage import LocalStorage
 from flows.maintenance import apply_retention, cutoff_for, expired_objects
 from flows.settings import Settings
-from flows.transform import invoke_dbt, run_dbt
+from flows.warehouse.dbt import invoke_dbt, run_dbt
 from tests.lake_fixtures import generate_history, write_history
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,8 +21,8 @@ from flows.flow_support import retry_if_transient
 from flows.lake.lock import data_dir_lock, holder_pid
 from flows.lake.parquet import StagedParquet
 from flows.lake.storage import LocalStorage, StorageWrapper
-from flows.local_api import Faults
-from flows.pipeline import snapshot_flow
+from flows.snapshot import snapshot_flow
+from flows.standin import Faults
 from flows.warehouse.local_duckdb import LocalWarehouse
 from tests.conftest import API_KEY
 
@@ -101,9 +101,9 @@ class _FailingLake(StorageWrapper):
 
 
 def test_a_failed_publish_records_only_the_datasets_in_the_lake_as_completed(prefect_api, settings, stub, monkeypatch):
-    import flows.pipeline
+    import flows.snapshot
 
-    monkeypatch.setattr(flows.pipeline, "lake_storage", lambda s: _FailingLake(LocalStorage(s.lake_dir)))
+    monkeypatch.setattr(flows.snapshot, "lake_storage", lambda s: _FailingLake(LocalStorage(s.lake_dir)))
     started = time.monotonic()
     with pytest.raises(NotWritable):
         snapshot_flow(snapshot_id="20261121T053000Z", transform=False)

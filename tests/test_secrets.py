@@ -30,7 +30,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from flows.errors import ApiError, ConfigError, PipelineError
-from flows.observability import RedactedError, redact, redacted_errors, register_secret, scrub_exception
+from flows.ops.observability import RedactedError, redact, redacted_errors, register_secret, scrub_exception
 from flows.settings import Settings, check_secrets, use_settings
 from tests.test_alerts import Reply, Webhook
 
@@ -213,7 +213,7 @@ def test_both_warehouse_writers_store_redacted_error_and_detail(tmp_path: Path, 
 def test_alert_events_and_error_lines_are_redacted(monkeypatch) -> None:
     import prefect.events
 
-    from flows.alerts import Alert, _emit_event, error_line
+    from flows.ops.alerts import Alert, _emit_event, error_line
 
     register_secret(CANARY_KEY)
     emitted: list[dict[str, Any]] = []
@@ -339,7 +339,7 @@ def leaks(root: Path, needles: dict[str, str], scratch: Path) -> list[str]:
 
 @pytest.fixture
 def canary_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], EchoingApi, Webhook]]:
-    from flows.local_api import Catalog, Faults, StubServer
+    from flows.standin import Catalog, Faults, StubServer
 
     catalog = Catalog.synthetic(n_assets=60, n_exchanges=8, n_markets=400, seed=3)
     hostile_hook = f"no_such_hook: /services/{HOOK_SECRET}".encode()

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.errors import AuthError, QuotaExhausted
-from flows.local_api import NATURAL_KEYS, Catalog, Faults, StubServer
-from flows.pipeline import snapshot_flow
 from flows.settings import use_settings
+from flows.snapshot import snapshot_flow
+from flows.standin import NATURAL_KEYS, Catalog, Faults, StubServer
 from flows.warehouse.local_duckdb import LocalWarehouse
 from tests.conftest import API_KEY, fast_settings
 
@@ -174,9 +174,9 @@ def test_a_server_that_ignores_offset_stops_the_extract_with_one_line(tmp_path, 
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from flows.errors import ApiError
-    from flows.extract import extract_dataset
-    from flows.local_api import Catalog
+    from flows.ingest.extract import extract_dataset
     from flows.snapshot_id import Snapshot
+    from flows.standin import Catalog
 
     records = [dict(r) for r in Catalog.demo().assets[:10]]
     if with_invalid_record:

@@ -9,7 +9,7 @@ What differs from BigQuery here, and why the checks still hold:
 
 The independent check below builds its catalog only from terraform/ (the external tables' schema files and the
 hive keys in their `source_uri_prefix`) and the ops tables' DDL, through zetasql's own Python API, and analyzes
-the dumped files in the order check-sql wrote them: nothing of flows/bigquery_sql takes part in it.
+the dumped files in the order check-sql wrote them: nothing of flows/ops/sql_check takes part in it.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from flows.bigquery_sql.analyzer import Catalog, SqlAnalyzer, bigquery_aliases, zeta_type
-from flows.bigquery_sql.check import (
+from flows.ops.sql_check.analyzer import Catalog, SqlAnalyzer, bigquery_aliases, zeta_type
+from flows.ops.sql_check.check import (
     CheckReport,
     Statement,
     analyze,
@@ -72,7 +72,7 @@ def test_check_sql_accepts_every_statement_bigquery_would_run(checked, bigquery_
     assert report.counts["model-incremental"] >= len(models)  # incremental tables send several statements
     assert report.counts["preflight"] == len(models)
 
-    from flows.looker import load_report
+    from flows.ops.looker import load_report
     from flows.quality import CHECKS
 
     sql_checks = [c for c in CHECKS if c.name != "freshness.lake_sources"]  # that one runs dbt source freshness
@@ -224,7 +224,7 @@ def test_integer_aliases_are_rewritten_only_in_code(sql: str, expected: str) -> 
 def test_a_looker_chart_that_averages_text_is_caught(analyzer_catalog: Catalog) -> None:
     from dataclasses import replace
 
-    from flows.looker import Metric, load_report, report_queries
+    from flows.ops.looker import Metric, load_report, report_queries
 
     report = load_report()
     page = report.pages[0]
@@ -366,7 +366,7 @@ def _independent_analyzer() -> tuple[Any, Any, _IndependentCatalog]:
     from zetasql.core.local_service import ZetaSqlLocalService
     from zetasql.types import AnalyzerOptions, ProductMode
 
-    from flows.bigquery_sql.analyzer import _wasm_client  # only the loaded WebAssembly module is shared
+    from flows.ops.sql_check.analyzer import _wasm_client  # only the loaded WebAssembly module is shared
     from flows.warehouse.local_duckdb import _DQ_DDL, _RUNS_DDL
 
     service = ZetaSqlLocalService.__new__(ZetaSqlLocalService)
@@ -419,7 +419,7 @@ def _duckdb_table(ddl: str) -> tuple[str, list[tuple[str, Any]]]:
     ],
 )
 def test_created_tables_land_where_bigquery_puts_them(path: list[str], expected: tuple[str, str, str]) -> None:
-    from flows.bigquery_sql.analyzer import _table_path
+    from flows.ops.sql_check.analyzer import _table_path
 
     assert _table_path(path, Catalog(PROJECT, default_dataset="coincap_marts")) == expected
 
@@ -447,8 +447,8 @@ def test_readme_examples_follow_the_dataset_prefix(tmp_path: Path) -> None:
 
 
 def test_the_dump_folder_is_checked_before_the_work_and_an_old_dump_is_replaced(tmp_path: Path) -> None:
-    from flows.bigquery_sql.check import dump, prepare_dump
     from flows.errors import ConfigError
+    from flows.ops.sql_check.check import dump, prepare_dump
 
     folder = tmp_path / "dump"
     dump([Statement("model", "a", "select 1"), Statement("model", "a", "select 2")], folder)

@@ -36,14 +36,14 @@ from hcl2 import SerializationOptions
 
 from flows.contracts.stream import DATASET, GAPS_DATASET, TICK_SCHEMA
 from flows.errors import AuthError, StorageError
+from flows.lab.stream_bench import measure_freshness
 from flows.lake import compaction
 from flows.lake.compaction import compact
 from flows.lake.storage import LocalStorage
-from flows.local_api.ws import Frame, StreamFaults, StubPriceStream
 from flows.settings import Settings, use_settings
+from flows.standin.ws import Frame, StreamFaults, StubPriceStream
 from flows.stream import StreamSummary, _LakeWriter, stream_flow, stream_prices
-from flows.stream_bench import measure_freshness
-from flows.transform import run_dbt
+from flows.warehouse.dbt import run_dbt
 from tests.conftest import fast_settings
 from tests.lake_fixtures import asset, num, write_snapshot
 
@@ -222,7 +222,7 @@ def test_the_key_is_never_logged_nor_written(tmp_path: Path, caplog: pytest.LogC
     assert summary.gaps and summary.quarantined
     assert any("apiKey=***" in r.getMessage() for r in caplog.records)
     assert any(r.name == "flows.stream.websockets" for r in caplog.records), "the client's own log is captured"
-    ours = [r for r in caplog.records if not r.name.startswith("flows.local_api")]  # the stand-in logs requests
+    ours = [r for r in caplog.records if not r.name.startswith("flows.standin")]  # the stand-in logs requests
     assert ours and not [r for r in ours if KEY in r.getMessage()] and KEY not in repr(summary)
     assert not [p for p in settings.data_dir.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
 

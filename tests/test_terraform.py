@@ -496,7 +496,7 @@ def test_one_retention_drives_lake_staging_and_marts() -> None:
     assert module_locals(ENV)["pipeline_env"]["PIPELINE_GRANULAR_RETENTION_DAYS"] == (
         "${tostring(var.granular_retention_days)}"
     )
-    # dbt gets it from the flows (flows/transform.py, tests/test_retention.py): no second variable for the marts;
+    # dbt gets it from the flows (flows/warehouse/dbt.py, tests/test_retention.py): no second variable for the marts;
     # the env's granular_partition_expiration_days output stays, an alias of the one retention.
     assert "granular_partition_expiration_days" not in module_blocks(ENV, "variable"), "no second marts setting"
     alias = module_blocks(ENV, "output")["granular_partition_expiration_days"]

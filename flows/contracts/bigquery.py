@@ -24,8 +24,9 @@ from flows.contracts.columns import (
 )
 from flows.contracts.datasets import CONTRACTS
 from flows.contracts.stream import TICK_SCHEMA
+from flows.paths import PROJECT_ROOT
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "terraform" / "modules" / "bigquery" / "schemas"
+SCHEMA_DIR = PROJECT_ROOT / "terraform" / "modules" / "bigquery" / "schemas"
 REGENERATE = "python -m flows.contracts.bigquery"
 
 # The columns the pipeline adds to every row carry no description in the Arrow schema; these are theirs.

@@ -1,7 +1,7 @@
 """Screenshots of the dashboard: `python -m flows.dashboard screenshots --simulate-days 30 --out docs/dashboard`.
 
 Builds the dashboard of a data folder (or first fills a temporary one with the offline demo plus simulated
-history, see `flows.dashboard.demo_history`), serves it on 127.0.0.1, opens every page in headless Chromium,
+history, see `flows.lab.demo_history`), serves it on 127.0.0.1, opens every page in headless Chromium,
 checks that each chart drew its data with no console error and no request leaving 127.0.0.1, and writes one
 full-page PNG per page: overview.png, asset.png, exchanges.png, health.png.
 """
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="coincap-dashboard-") as tmp:
             data_dir = (args.data_dir or Path(tmp) / "data").resolve()
             if args.simulate_days:
-                from flows.dashboard.demo_history import simulate_history
+                from flows.lab.demo_history import simulate_history
 
                 if (data_dir / "warehouse.duckdb").exists():
                     raise PipelineError(f"{data_dir} already holds a warehouse.", "Simulate into an empty folder.")

@@ -21,7 +21,7 @@ import duckdb
 
 from flows.datasets import SNAPSHOT_DATASETS
 from flows.errors import PipelineError
-from flows.observability import redact_row
+from flows.redaction import redact_row
 
 RUN_HINT = "run `coincap-pipeline run`"
 MARKET_OVERVIEW = "marts.rpt_market_overview_daily"

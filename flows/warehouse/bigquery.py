@@ -16,7 +16,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from flows.errors import ConfigError, PipelineError
-from flows.observability import redact_row
+from flows.redaction import redact_row
 from flows.settings import Settings
 from flows.warehouse.local_duckdb import _DQ_DDL, _RUNS_DDL, DQ_TABLE, RUNS_SCHEMA, RUNS_TABLE
 

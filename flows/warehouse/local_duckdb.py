@@ -11,7 +11,7 @@ import duckdb
 
 from flows.errors import ConfigError, PipelineError
 from flows.lake.storage import not_writable
-from flows.observability import redact_row
+from flows.redaction import redact_row
 
 # How long a connection waits for another process to release the file before giving up with one line.
 LOCK_WAIT_S = 15.0

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from flows.settings import Settings, Target, clean_api_key
+from flows.warehouse.dbt import LAYERS, models_in_order
 
 TERRAFORM = "run `terraform apply` in terraform/envs/prod"
 RESULTS_BLOCK_TYPE, RESULTS_BLOCK_NAME = "gcs-bucket", "coincap-results"  # prefect.yaml names it
-LAYERS = ("raw", "staging", "marts", "ops")
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ def check_marts_sql(
     """Dry-run every model's compiled SQL: it must parse, and every table it reads must be reachable.
 
     A model that reads a table the first dbt build creates cannot be dry-run yet: Google's SQL analyzer checks it
-    offline instead (`flows.bigquery_sql`), against the raw and ops tables plus every model before it in
+    offline instead (`flows.ops.sql_check`), against the raw and ops tables plus every model before it in
     `statements` (dependency order), each created at `relations[name]` (`project.dataset.table`).
     """
     from google.api_core import exceptions as gexc
@@ -269,8 +269,8 @@ def check_marts_sql(
 def analyze_offline(settings: Settings, statements: dict[str, str], relations: dict[str, str]) -> dict[str, str]:
     """Analyze each model's SELECT, in order, with ZetaSQL; a model with a relation becomes a view there, so the
     models after it resolve its columns. Returns the analyzer's message per rejected model."""
-    from flows.bigquery_sql.analyzer import SqlAnalyzer, bigquery_aliases
-    from flows.bigquery_sql.check import cache_dir, raw_catalog
+    from flows.ops.sql_check.analyzer import SqlAnalyzer, bigquery_aliases
+    from flows.ops.sql_check.check import cache_dir, raw_catalog
 
     analyzer = SqlAnalyzer(raw_catalog(settings), cache_dir=cache_dir(settings))
     rejected: dict[str, str] = {}
@@ -289,30 +289,11 @@ def analyze_offline(settings: Settings, statements: dict[str, str], relations: d
 def compiled_marts(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
     """Compile the dbt project for the gcp target (needs credentials): each model's SQL, in dependency order,
     and the relation (`project`.`dataset`.`table`) each model builds."""
-    from flows.transform import run_dbt
+    from flows.warehouse.dbt import run_dbt
 
     run_dbt(settings, "compile", "--select", "staging", "intermediate", "marts", "reports")
     manifest = settings.data_dir.resolve() / "dbt" / "target" / "manifest.json"
     return models_in_order(json.loads(Path(manifest).read_text()))
-
-
-def models_in_order(manifest: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
-    """(model -> compiled SQL, model -> relation) of a dbt manifest, each model after the models it reads."""
-    nodes = {k: n for k, n in manifest["nodes"].items() if n["resource_type"] == "model" and n.get("compiled_code")}
-    ordered: list[str] = []
-
-    def visit(key: str, path: tuple[str, ...] = ()) -> None:
-        if key in ordered or key not in nodes or key in path:
-            return
-        for parent in nodes[key].get("depends_on", {}).get("nodes", []):
-            visit(parent, (*path, key))
-        ordered.append(key)
-
-    for key in sorted(nodes):
-        visit(key)
-    statements = {nodes[k]["name"]: nodes[k]["compiled_code"] for k in ordered}
-    relations = {nodes[k]["name"]: nodes[k]["relation_name"] for k in ordered if nodes[k].get("relation_name")}
-    return statements, relations
 
 
 def run_preflight(

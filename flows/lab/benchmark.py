@@ -8,9 +8,9 @@ markets: realistic records with 18-decimal strings) from the stand-in in its own
    stand-in (it encodes each record once), so every timed run below reads the same warm server;
 2. runs our pipeline in a fresh interpreter per run (fetch → validate every record → Parquet lake → dbt build),
    timing each stage and reading its peak RSS;
-3. runs the naive baseline (`flows/naive_baseline.py`: requests → `pd.json_normalize` → row-by-row INSERT) the
+3. runs the naive baseline (`flows/lab/naive_baseline.py`: requests → `pd.json_normalize` → row-by-row INSERT) the
    same way;
-4. once, a history backfill of 3,000 assets x 3 years of d1 points (`python -m flows.backfill_bench run`).
+4. once, a history backfill of 3,000 assets x 3 years of d1 points (`python -m flows.lab.backfill_bench run`).
 
 Each run is repeated (`--repeat`) and the fastest kept: other processes on the machine only ever slow a run down.
 Calls and credits are metered by the server.
@@ -242,7 +242,7 @@ class _RawClient:
         if response.status != 200:
             raise BenchmarkError(
                 f"The stand-in answered {response.status} for {url} while measuring the minimum cost.",
-                "Re-run the benchmark; if it persists, run `python -m flows.local_api` to see the server's error.",
+                "Re-run the benchmark; if it persists, run `python -m flows.standin` to see the server's error.",
             )
         data = json.loads(body)["data"]
         return data, len(body)
@@ -265,7 +265,7 @@ def run_size(markets: int, *, assets: int = ASSETS, exchanges: int = EXCHANGES, 
     `naive_projection`: the baseline's expected seconds for this size (from a smaller one); over the budget, the
     baseline is skipped and says so.
     """
-    from flows.local_api import serve_in_subprocess
+    from flows.standin import serve_in_subprocess
 
     say(f"{markets:,} markets: starting the stand-in ({assets:,} assets, {exchanges} exchanges)")
     server, base_url = serve_in_subprocess(
@@ -333,13 +333,15 @@ def server_stats(base_url: str) -> dict[str, Any]:
 
 
 def _child(args: list[str]) -> dict[str, Any]:
-    """Run `python -m flows.benchmark <args>` in a fresh interpreter (so its peak RSS is its own); read its JSON."""
-    done = subprocess.run([sys.executable, "-m", "flows.benchmark", *args], capture_output=True, text=True, check=False)
+    """Run `python -m flows.lab.benchmark <args>` in a fresh interpreter (so its peak RSS is its own); read its JSON."""
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.lab.benchmark", *args], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise BenchmarkError(
             f"The benchmark's {args[0]} run failed: {last}",
-            "Run `python -m flows.benchmark " + " ".join(args) + "` to see the whole error.",
+            "Run `python -m flows.lab.benchmark " + " ".join(args) + "` to see the whole error.",
         )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -354,7 +356,7 @@ def _peak_rss_mib() -> float:
 def pipeline_child(base_url: str, with_dbt: bool) -> dict[str, Any]:
     """Our pipeline on the served snapshot, in this (fresh) process: each dataset extracted, validated and staged,
     then published, as the snapshot flow's tasks do (without Prefect's orchestration); then the dbt build."""
-    from flows.extract import extract_dataset
+    from flows.ingest.extract import extract_dataset
     from flows.lake.factory import lake_storage
     from flows.snapshot_id import Snapshot
 
@@ -392,7 +394,7 @@ def pipeline_child(base_url: str, with_dbt: bool) -> dict[str, Any]:
 
 def _dbt_build(settings: Any) -> float:
     """What the snapshot flow's dbt task does (`build_marts`); seconds, dbt's start-up included."""
-    from flows.pipeline import build_marts
+    from flows.snapshot import build_marts
 
     started = time.perf_counter()
     build_marts(settings)
@@ -401,7 +403,7 @@ def _dbt_build(settings: Any) -> float:
 
 def naive_child(base_url: str) -> dict[str, Any]:
     """The naive baseline on the served snapshot, in this (fresh) process."""
-    from flows.naive_baseline import load_snapshot
+    from flows.lab.naive_baseline import load_snapshot
 
     with tempfile.TemporaryDirectory(prefix="coincap-naive-") as tmp:
         cpu = time.process_time()
@@ -431,13 +433,14 @@ def _bench_settings(base_url: str, data_dir: Path) -> Any:
 
 
 def run_history(n_assets: int = HISTORY_ASSETS, years: int = HISTORY_YEARS, say: Say = print) -> HistoryResult:
-    """A d1 backfill of `n_assets` x `years` from a stand-in in its own process (`python -m flows.backfill_bench run`,
-    the backfill benchmark's timed child), priced against one call per asset for its whole range."""
-    from flows.local_api import serve_in_subprocess
-    from flows.local_api.catalog import DEFAULT_AS_OF_MS
+    """A d1 backfill of `n_assets` x `years` from a stand-in in its own process
+    (`python -m flows.lab.backfill_bench run`, the backfill benchmark's timed child), priced against one call per
+    asset for its whole range."""
+    from flows.standin import serve_in_subprocess
+    from flows.standin.catalog import DEFAULT_AS_OF_MS
 
     end = datetime.fromtimestamp(DEFAULT_AS_OF_MS / 1000, UTC).date()
-    start = end - timedelta(days=365 * years)  # the range `python -m flows.backfill_bench run --years` fetches
+    start = end - timedelta(days=365 * years)  # the range `python -m flows.lab.backfill_bench run --years` fetches
     days = (end - start).days + 1
     say(f"history: starting the stand-in ({n_assets:,} assets x {days:,} days of d1)")
     server, base_url = serve_in_subprocess(
@@ -450,7 +453,7 @@ def run_history(n_assets: int = HISTORY_ASSETS, years: int = HISTORY_YEARS, say:
         before = server_stats(base_url)
         with tempfile.TemporaryDirectory(prefix="coincap-bench-history-") as tmp:
             command = [
-                sys.executable, "-m", "flows.backfill_bench", "run", "--base-url", base_url, "--data-dir", tmp,
+                sys.executable, "-m", "flows.lab.backfill_bench", "run", "--base-url", base_url, "--data-dir", tmp,
                 "--assets", str(n_assets), "--years", str(years),
             ]  # fmt: skip
             done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -466,7 +469,7 @@ def run_history(n_assets: int = HISTORY_ASSETS, years: int = HISTORY_YEARS, say:
     if int(report.get("points_landed", 0)) != points:
         raise BenchmarkError(
             f"The history backfill landed {report.get('points_landed', 0):,} points of the {points:,} served.",
-            "Run `python -m flows.backfill_bench benchmark` to see which chunks are missing.",
+            "Run `python -m flows.lab.backfill_bench benchmark` to see which chunks are missing.",
         )
     result = HistoryResult(
         assets=n_assets, years=years, points=int(report.get("points_landed", 0)), wall_s=child["seconds"],
@@ -751,7 +754,7 @@ def _xml(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m flows.benchmark pipeline <base_url> <dbt 0|1>` or `naive <base_url>`: one run, as a JSON line."""
+    """`python -m flows.lab.benchmark pipeline <base_url> <dbt 0|1>` or `naive <base_url>`: one run, as a JSON line."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["pipeline"] and len(args) == 3:
         print(json.dumps(pipeline_child(args[1], args[2] == "1")))
@@ -759,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["naive"] and len(args) == 2:
         print(json.dumps(naive_child(args[1])))
         return 0
-    print("usage: python -m flows.benchmark pipeline <base_url> <0|1> | naive <base_url>  "
+    print("usage: python -m flows.lab.benchmark pipeline <base_url> <0|1> | naive <base_url>  "
           "(the whole benchmark: coincap-pipeline benchmark)", file=sys.stderr)  # fmt: skip
     return 2
 

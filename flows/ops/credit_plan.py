@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from flows.datasets import SNAPSHOT_DATASETS
+from flows.datasets import FLOW_DATASETS
 from flows.errors import ConfigError
 from flows.settings import Settings
 
@@ -38,10 +38,6 @@ MARKETS_PER_EXCHANGE = 500
 MARKETS_PER_EXCHANGE_QUOTE = 120
 MARKETS_PER_QUOTE = 12_000
 STREAM_CREDITS_PER_MINUTE = 1
-FLOW_DATASETS: dict[str, tuple[str, ...]] = {
-    "snapshot_flow": SNAPSHOT_DATASETS,
-    **{f"{d}_flow": (d,) for d in SNAPSHOT_DATASETS},
-}
 
 
 @dataclass

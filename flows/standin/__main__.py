@@ -1,4 +1,4 @@
-"""Run the CoinCap v3 stand-in in the foreground: `python -m flows.local_api --catalog synthetic`."""
+"""Run the CoinCap v3 stand-in in the foreground: `python -m flows.standin --catalog synthetic`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 import threading
 from dataclasses import fields
 
-from flows.local_api.catalog import HISTORY_INTERVALS_MS, Catalog
-from flows.local_api.faults import Faults
-from flows.local_api.server import StubServer
+from flows.standin.catalog import HISTORY_INTERVALS_MS, Catalog
+from flows.standin.faults import Faults
+from flows.standin.server import StubServer
 
 _FAULT_HELP = {
     "p_5xx": "probability of 500/502/503",
@@ -50,7 +50,7 @@ _FAULT_HELP = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m flows.local_api", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m flows.standin", description=__doc__)
     parser.add_argument("--port", type=int, default=8765, help="TCP port on 127.0.0.1 (0 = any free port)")
     parser.add_argument("--catalog", choices=("demo", "synthetic"), default="demo")
     parser.add_argument("--assets", type=int, default=3000, help="synthetic: number of assets")

@@ -221,7 +221,7 @@ class StubPriceStream:
             self.host,
             self.port,
             process_request=self._check_request,
-            logger=logging.getLogger("flows.local_api.ws"),  # not websockets.server: keep clients' logs apart
+            logger=logging.getLogger("flows.standin.ws"),  # not websockets.server: keep clients' logs apart
         ) as server:
             self.port = int(server.sockets[0].getsockname()[1])
             self._ready.set()

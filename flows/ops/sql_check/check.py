@@ -24,14 +24,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flows.bigquery_sql.analyzer import Catalog, SqlAnalyzer, bigquery_aliases
+from flows.ops.sql_check.analyzer import Catalog, SqlAnalyzer, bigquery_aliases
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings
 
 if TYPE_CHECKING:
-    from flows.bigquery_sql.dbt_offline import OfflineBuild
+    from flows.ops.sql_check.dbt_offline import OfflineBuild
 
 KINDS = ("hook", "model", "data-test", "model-incremental", "preflight", "quality", "cli", "looker", "readme")
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+_PACKAGE_ROOT = PROJECT_ROOT
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,8 @@ def raw_catalog(settings: Settings) -> Catalog:
     """The tables that exist before dbt runs: the raw external tables as Terraform defines them (the contracts'
     schemas plus the hive partition columns BigQuery adds from the path) and the ops tables the pipeline writes."""
     from flows.contracts.bigquery import hive_partition_columns, lake_tables, schema_fields
-    from flows.preflight import LAYERS
     from flows.warehouse.bigquery import DQ_TABLE_NAME, RUNS_TABLE_NAME, dq_columns, runs_columns
+    from flows.warehouse.dbt import LAYERS
 
     catalog = Catalog(
         project=settings.gcp_project or "example-project",
@@ -111,8 +112,8 @@ def collect(
     settings: Settings, *, build: OfflineBuild | None = None, progress: Callable[[str], None] = lambda _: None
 ) -> list[Statement]:
     """Every BigQuery-bound statement, in the order to analyze it (see the module doc)."""
-    from flows.bigquery_sql.dbt_offline import compile_offline
-    from flows.preflight import models_in_order
+    from flows.ops.sql_check.dbt_offline import compile_offline
+    from flows.warehouse.dbt import models_in_order
 
     if build is None:
         progress("compiling the dbt project for BigQuery (first build and incremental run, connection stubbed)")
@@ -140,7 +141,7 @@ def collect(
     preflight_sql, _ = models_in_order(build.manifest)  # what preflight dry-runs
     statements += [Statement("preflight", name, sql) for name, sql in preflight_sql.items()]
     statements += [Statement("quality", name, sql) for name, sql in quality_statements(settings).items()]
-    from flows.credit_plan import measured_runs_sql
+    from flows.ops.credit_plan import measured_runs_sql
 
     statements.append(Statement("cli", "plan_credits.measured", measured_runs_sql(settings)))
     statements += [Statement("looker", name, sql) for name, sql in looker_statements(settings).items()]
@@ -183,7 +184,7 @@ def quality_statements(settings: Settings, now: datetime | None = None) -> dict[
 
 
 def looker_statements(settings: Settings) -> dict[str, str]:
-    from flows.looker import load_report, report_queries
+    from flows.ops.looker import load_report, report_queries
 
     project = settings.gcp_project or "example-project"
     return report_queries(load_report(), project, settings.bq_dataset("marts"))

@@ -20,18 +20,26 @@ import logging
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from flows.redaction import MIN_SECRET_LENGTH, REDACTED, redact, register_secret
+from flows.redaction import MIN_SECRET_LENGTH, REDACTED, TEXT_COLUMNS, redact, redact_row, redact_value, register_secret
 
 if TYPE_CHECKING:
     from flows.settings import Settings
 
-__all__ = ["MIN_SECRET_LENGTH", "REDACTED", "redact", "register_secret"]  # re-exported: one import for callers
+__all__ = [
+    "MIN_SECRET_LENGTH",
+    "REDACTED",
+    "TEXT_COLUMNS",
+    "redact",
+    "redact_row",
+    "redact_value",
+    "register_secret",
+]  # re-exported: one import for callers
 
 _lock = threading.Lock()
 
@@ -40,26 +48,6 @@ def register_settings_secrets(settings: Settings) -> None:
     """Register the secrets a `Settings` holds: the CoinCap key and the alert webhook URL."""
     register_secret(settings.api_key_value)
     register_secret(settings.alert_webhook_url_value)
-
-
-# Free-text columns of the ops tables (run metrics, data-quality results): what an error or a check says.
-TEXT_COLUMNS = ("error", "detail", "description", "message", "reason")
-
-
-def redact_value(value: Any) -> Any:
-    """`value` with `redact` applied to every string in it (lists, tuples and dict values included)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list | tuple):
-        return type(value)(redact_value(v) for v in value)
-    if isinstance(value, Mapping):
-        return {k: redact_value(v) for k, v in value.items()}
-    return value
-
-
-def redact_row(row: Mapping[str, Any], columns: tuple[str, ...] = TEXT_COLUMNS) -> dict[str, Any]:
-    """A copy of an ops-table row with its free-text `columns` redacted (what warehouse writers store)."""
-    return {k: redact_value(v) if k in columns else v for k, v in row.items()}
 
 
 def redact_error(error: BaseException | str | None, limit: int | None = None) -> str | None:

@@ -21,7 +21,7 @@ from typing import Any
 from unittest import mock
 
 from flows.settings import Settings
-from flows.transform import DbtOutcome, run_dbt
+from flows.warehouse.dbt import DbtOutcome, run_dbt
 
 LATEST_LOADED_DAY = "2026-11-20"  # what the stub answers when a model asks for its latest loaded partition
 OPS_TABLES = ("pipeline_runs", "dq_results")  # written by the pipeline, not by dbt; read by report views

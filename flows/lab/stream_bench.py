@@ -1,6 +1,6 @@
 """Tick-to-queryable freshness of the price stream (the lab: not imported by the pipeline).
 
-`python -m flows.stream_bench --seconds 30 --batch-seconds 1` streams from the local WebSocket stand-in (or
+`python -m flows.lab.stream_bench --seconds 30 --batch-seconds 1` streams from the local WebSocket stand-in (or
 `--ws-url`, a real stream, with COINCAP_API_KEY) into a lake while DuckDB polls it, and reports how long a tick
 takes to become queryable.
 """
@@ -60,7 +60,7 @@ def measure_freshness(
     URL into the settings' local lake. Latency includes the poll interval, so it errs high.
     """
     if ws_url is None:
-        from flows.local_api.ws import StubPriceStream
+        from flows.standin.ws import StubPriceStream
 
         key = "freshness-key"
         with (

@@ -4,9 +4,9 @@ Each scenario runs the real flow (Prefect tasks, client, contracts, staged Parqu
 fresh data folder against the local stand-in with one fault on, then accounts for every record: served by the API,
 landed in the lake (and the marts), quarantined with a reason, duplicated, lost, and how long recovery took.
 
-    python -m flows.fault_suite                    # the results table (exit 1 on any loss, duplicate or surprise)
-    python -m flows.fault_suite --json             # per scenario and dataset, as JSON
-    python -m flows.fault_suite --write docs/fault-suite.md
+    python -m flows.lab.fault_suite                    # the results table (exit 1 on any loss, duplicate or surprise)
+    python -m flows.lab.fault_suite --json             # per scenario and dataset, as JSON
+    python -m flows.lab.fault_suite --write docs/fault-suite.md
 
 tests/test_fault_suite.py runs it in CI. Retries are made quick (millisecond backoff, task retries without their
 production delays of 5-300 s), so the suite takes 1.5 to 2.5 minutes on 2 cores; the one dbt build is a third of it.
@@ -34,9 +34,10 @@ import pyarrow.parquet as pq
 
 from flows.errors import StorageError
 from flows.lake.storage import LakeStorage, LocalStorage, StorageWrapper
-from flows.local_api import DATASETS, NATURAL_KEYS, Catalog, Faults, StubServer
-from flows.local_api.faults import drift_record, drifts
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings
+from flows.standin import DATASETS, NATURAL_KEYS, Catalog, Faults, StubServer
+from flows.standin.faults import drift_record, drifts
 
 SNAPSHOT_DATASETS = DATASETS  # assets, rates, exchanges, markets
 SNAPSHOT_ID = "20261121T060000Z"
@@ -45,7 +46,7 @@ HISTORY = "asset_history"
 HISTORY_KEY = ("asset_id", "time")
 HISTORY_YEARS = 2  # d1 chunks are 365 days on a fixed grid: 3 chunks per asset
 HISTORY_ASSETS = 8  # the backfill flow paces itself at 500 calls a minute: 24 chunks take ~3 s
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = PROJECT_ROOT
 
 # What a scenario's first run may end as. A completed run absorbed the fault (client retries, task retries);
 # otherwise the fault is cleared (quota reset, storage back, process restarted) and the next run must complete.
@@ -140,10 +141,10 @@ def quick_task_retries() -> Iterator[None]:
     from prefect import Task
 
     import flows.backfill
-    import flows.pipeline
+    import flows.snapshot
 
     saved: list[tuple[Any, str, Any]] = []
-    for module in (flows.pipeline, flows.backfill):
+    for module in (flows.snapshot, flows.backfill):
         for name, task in list(vars(module).items()):
             if isinstance(task, Task) and task.retries:
                 saved.append((module, name, task))
@@ -281,7 +282,8 @@ def _read(path: Path, columns: list[str]) -> list[dict[str, Any]]:
 def split_scope(records: Sequence[Any], key: Sequence[str], wanted: int) -> tuple[list[Any], list[Any]]:
     """The records a top-N scope takes from a listing served in this order, and those past it (trimmed).
 
-    The extract's rule (`flows/extract.py`, `_PagingGuard._trim`): a record is "taken" when its key (every key field
+    The extract's rule (`flows/ingest/extract.py`, `_PagingGuard._trim`):
+    a record is "taken" when its key (every key field
     a string) is new to the listing, or when it has no key; the records from the one that would make more than
     `wanted` taken on are not asked for. Repeats of records already taken, later on, are harmless (deduplicated),
     so by identity the split is exact. One listing: a scoped scenario must complete in its first run.
@@ -660,7 +662,7 @@ class _Run:
             # 40 a page: 3 pages each of assets, exchanges and markets, and rates in one call
             overrides: dict[str, object] = {"COINCAP_PAGE_LIMIT": 40}
         else:
-            from flows.backfill_bench import BENCH_KEY, _bench_range
+            from flows.lab.backfill_bench import BENCH_KEY, _bench_range
 
             start, end = _bench_range(HISTORY_YEARS)
             self.history_range = (start, end)
@@ -668,7 +670,7 @@ class _Run:
                 n_assets=HISTORY_ASSETS, n_exchanges=3, n_markets=20, seed=7, history_days=(end - start).days + 1,
                 history_assets=HISTORY_ASSETS, history_interval="d1",
             )  # fmt: skip
-            self.key = BENCH_KEY  # the key `python -m flows.backfill_bench run` (the process killed) sends
+            self.key = BENCH_KEY  # the key `python -m flows.lab.backfill_bench run` (the process killed) sends
             overrides = {}
         overrides.update(scenario.settings)
         self.server = StubServer(self.catalog, faults=replace(scenario.faults), api_keys={self.key})
@@ -684,7 +686,7 @@ class _Run:
 
         use_settings(self.settings)
         if self.scenario.flow == "snapshot":
-            from flows.pipeline import snapshot_flow
+            from flows.snapshot import snapshot_flow
 
             return snapshot_flow(snapshot_id=SNAPSHOT_ID, transform=transform)
         from flows import backfill
@@ -708,7 +710,7 @@ class _Run:
 
     def kill_snapshot(self, where: Literal["extract", "publish"]) -> None:
         marker = self.root / "paused"
-        args = [sys.executable, "-m", "flows.fault_suite", "_child-snapshot", "--snapshot-id", SNAPSHOT_ID]
+        args = [sys.executable, "-m", "flows.lab.fault_suite", "_child-snapshot", "--snapshot-id", SNAPSHOT_ID]
         if where == "publish":
             args += ["--pause-at-write", "2", "--marker", str(marker)]
         proc = self.child(args, self.root / "child.log")
@@ -736,7 +738,7 @@ class _Run:
         self.note_temporaries()
 
     def kill_backfill(self) -> None:
-        from flows.backfill_bench import _child_command
+        from flows.lab.backfill_bench import _child_command
 
         chunks_dir = self.settings.lake_dir / "coincap" / HISTORY
         total_chunks = self.history_chunks()
@@ -969,7 +971,7 @@ def _judge(run: _Run) -> None:
 
 def _check_new_fields(run: _Run) -> None:
     """New fields are kept (in `extra_fields`) on the records that carried them."""
-    from flows.local_api.faults import NEW_FIELDS
+    from flows.standin.faults import NEW_FIELDS
 
     lake = run.settings.lake_dir
     for dataset in SNAPSHOT_DATASETS:
@@ -1038,7 +1040,7 @@ def run_suite(
     progress: Callable[[ScenarioResult], None] | None = None,
 ) -> SuiteResult:
     """Run the scenarios (all, or those named in `only`), each in a fresh folder under `workdir` (a temporary one)."""
-    from flows.benchmark import machine
+    from flows.lab.benchmark import machine
     from flows.settings import current_settings, use_settings
 
     chosen = [s for s in scenarios() if not only or s.name in only]
@@ -1106,11 +1108,11 @@ def markdown_table(suite: SuiteResult) -> str:
 DOC_INTRO = """\
 # Fault injection
 
-`python -m flows.fault_suite` runs the snapshot and backfill flows (Prefect tasks, client, contracts, staged Parquet,
-lake; dbt where noted) against the local CoinCap stand-in and the local lake with one fault at a time, then accounts
-for every record. `tests/test_fault_suite.py` runs the same suite in CI and fails on any loss, duplicate, orphaned
-object, misrouted record or outcome other than the designed one, naming the scenario. Each scenario starts from an
-empty data folder; snapshots are a synthetic catalog of 100 assets, 120 rates, 100 exchanges and 100 markets
+`python -m flows.lab.fault_suite` runs the snapshot and backfill flows (Prefect tasks, client, contracts, staged
+Parquet, lake; dbt where noted) against the local CoinCap stand-in and the local lake with one fault at a time, then
+accounts for every record. `tests/test_fault_suite.py` runs the same suite in CI and fails on any loss, duplicate,
+orphaned object, misrouted record or outcome other than the designed one, naming the scenario. Each scenario starts
+from an empty data folder; snapshots are a synthetic catalog of 100 assets, 120 rates, 100 exchanges and 100 markets
 (3% invalid on purpose) in pages of 40; backfills are 8 assets x 2 years of daily history (24 chunks).
 
 - **served**: distinct records the API sent whole (HTTP 200, full body), over every run of the scenario, from the
@@ -1148,13 +1150,13 @@ def markdown_doc(suite: SuiteResult) -> str:
 
 def _child_snapshot(argv: list[str]) -> int:
     """`_child-snapshot`: one snapshot run from the environment's settings, for a scenario to kill."""
-    parser = argparse.ArgumentParser(prog="python -m flows.fault_suite _child-snapshot")
+    parser = argparse.ArgumentParser(prog="python -m flows.lab.fault_suite _child-snapshot")
     parser.add_argument("--snapshot-id", required=True)
     parser.add_argument("--pause-at-write", type=int, default=0, help="block at this lake write (1 = the first)")
     parser.add_argument("--marker", type=Path, help="file touched when the write blocks")
     args = parser.parse_args(argv)
-    from flows.pipeline import snapshot_flow
     from flows.settings import use_settings
+    from flows.snapshot import snapshot_flow
 
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     use_settings(settings)
@@ -1178,7 +1180,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_UI_ENABLED", "false")
     if argv[:1] == ["_child-snapshot"]:
         return _child_snapshot(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m flows.fault_suite", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.lab.fault_suite", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     parser.add_argument("--write", type=Path, help="also write the markdown report here (docs/fault-suite.md)")
     parser.add_argument("--only", action="append", help="run only this scenario (repeatable)")

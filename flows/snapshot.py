@@ -27,25 +27,25 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from pydantic import Field
 
-from flows.alerts import alert_on_failure, failure_alert, quality_alert, send_alert
 from flows.coincap.client import CallStats, CreditMeter
 from flows.coincap.endpoints import DATASETS
 from flows.contracts.datasets import CONTRACTS
 from flows.contracts.stream import GAP_SCHEMA, TICK_SCHEMA
 from flows.datasets import Dataset
 from flows.errors import PipelineError
-from flows.extract import DatasetReport, StagedFiles, extract_dataset
 from flows.flow_support import flow_run_id, retry_if_transient
+from flows.ingest.extract import DatasetReport, StagedFiles, extract_dataset
 from flows.lake.factory import lake_storage
 from flows.lake.history import ensure_history_readable
 from flows.lake.lock import data_dir_lock
 from flows.lake.parquet import ensure_readable
 from flows.lake.storage import LocalStorage, ensure_writable
-from flows.observability import configure_logging, publish_snapshot_artifact, redact_error, redacted_errors
+from flows.ops.alerts import alert_on_failure, failure_alert, quality_alert, send_alert
+from flows.ops.observability import configure_logging, publish_snapshot_artifact, redact_error, redacted_errors
 from flows.quality import QualityReport, run_checks
 from flows.settings import Settings, current_settings
 from flows.snapshot_id import PATTERN, Snapshot
-from flows.transform import DbtOutcome, run_dbt
+from flows.warehouse.dbt import DbtOutcome, run_dbt
 from flows.warehouse.factory import warehouse
 
 

@@ -28,7 +28,8 @@ from uuid import UUID
 import httpx
 
 from flows.errors import ConfigError, PipelineError
-from flows.observability import redact, redact_url, redact_value, register_secret
+from flows.ops.observability import redact, redact_url, redact_value, register_secret
+from flows.paths import PROJECT_ROOT
 
 if TYPE_CHECKING:
     from prefect.events.schemas.automations import AutomationCore
@@ -406,7 +407,7 @@ def send_alert(alert: Alert | None, settings: Settings | None = None) -> bool:
 
 # ------------------------------------------------------------------------------ Prefect automations as code
 
-AUTOMATIONS_FILE = Path(__file__).resolve().parent.parent / "deployments" / "automations.yaml"
+AUTOMATIONS_FILE = PROJECT_ROOT / "deployments" / "automations.yaml"
 NOTIFICATION_BLOCK = "coincap-alerts"
 MANAGED_TAG = "coincap-pipeline"  # automations carrying it are owned by the file: removed from it, deleted
 _PLACEHOLDER_ID = UUID(int=0)

@@ -1,7 +1,7 @@
 """Benchmark of the history backfill (the lab: not imported by the pipeline).
 
-`python -m flows.backfill_bench benchmark [--assets N] [--years Y]` serves synthetic history from a CoinCap stand-in
-in its own process, runs the backfill in a child process (`python -m flows.backfill_bench run`), measures seconds,
+`python -m flows.lab.backfill_bench benchmark [--assets N] [--years Y]` serves synthetic history from a CoinCap stand-in
+in its own process, runs the backfill in a child process (`python -m flows.lab.backfill_bench run`), measures seconds,
 CPU and memory, kills the child once partway and checks that the resumed run lands every point exactly once.
 """
 
@@ -72,7 +72,7 @@ BENCH_KEY = "benchmark-key"
 
 def _bench_range(years: int) -> tuple[date, date]:
     """`years` x 365 days up to the stand-in's fixed "now", whose synthetic history ends that day."""
-    from flows.local_api.catalog import DEFAULT_AS_OF_MS
+    from flows.standin.catalog import DEFAULT_AS_OF_MS
 
     end = datetime.fromtimestamp(DEFAULT_AS_OF_MS / 1000, UTC).date()
     return end - timedelta(days=365 * years), end
@@ -82,7 +82,7 @@ def _child_command(base_url: str, data_dir: Path, n_assets: int, years: int, wor
     import sys
 
     return [
-        sys.executable, "-m", "flows.backfill_bench", "run",
+        sys.executable, "-m", "flows.lab.backfill_bench", "run",
         "--base-url", base_url, "--data-dir", str(data_dir), "--assets", str(n_assets),
         "--years", str(years), "--workers", str(workers),
     ]  # fmt: skip
@@ -133,7 +133,7 @@ def benchmark_backfill(
     import signal
     import subprocess
 
-    from flows.local_api import Faults, serve_in_subprocess
+    from flows.standin import Faults, serve_in_subprocess
 
     start, end = _bench_range(years)
     days = (end - start).days + 1
@@ -225,7 +225,7 @@ def _run_child(argv: list[str]) -> dict[str, Any]:
     import argparse
     import resource
 
-    parser = argparse.ArgumentParser(prog="python -m flows.backfill_bench run")
+    parser = argparse.ArgumentParser(prog="python -m flows.lab.backfill_bench run")
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--assets", type=int, required=True)
@@ -247,7 +247,7 @@ def _run_child(argv: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m flows.backfill_bench benchmark [--assets N] [--years Y]`, or `run` (the benchmark's child)."""
+    """`python -m flows.lab.backfill_bench benchmark [--assets N] [--years Y]`, or `run` (the benchmark's child)."""
     import argparse
     import sys
 
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_run_child(argv[1:])))
         return 0
     parser = argparse.ArgumentParser(
-        prog="python -m flows.backfill_bench", description="Benchmark the history backfill."
+        prog="python -m flows.lab.backfill_bench", description="Benchmark the history backfill."
     )
     parser.add_argument("command", choices=["benchmark"])
     parser.add_argument("--assets", type=int, default=2000)

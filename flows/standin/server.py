@@ -24,13 +24,13 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from flows.coincap.credits import credits_for
-from flows.local_api.catalog import DATASETS, HISTORY_INTERVALS_MS, NATURAL_KEYS, Catalog, RawRecord, Record
-from flows.local_api.faults import (
+from flows.paths import PROJECT_ROOT
+from flows.standin.catalog import DATASETS, HISTORY_INTERVALS_MS, NATURAL_KEYS, Catalog, RawRecord, Record
+from flows.standin.faults import (
     BAD_GATEWAY_BODY,
     DEPRECATION_MESSAGE,
     GARBAGE_BODY,
@@ -807,7 +807,7 @@ def _client_gone(conn: socket.socket) -> bool:
         return True
 
 
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_PROJECT_ROOT = PROJECT_ROOT
 
 
 def serve_in_subprocess(
@@ -827,7 +827,7 @@ def serve_in_subprocess(
     port: int = 0,
     timeout_s: float = 60.0,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `python -m flows.local_api` in its own process; return (process, base_url) once it answers.
+    """Start `python -m flows.standin` in its own process; return (process, base_url) once it answers.
 
     The caller owns the process: `proc.terminate(); proc.wait()`. GET `<root>/_stub/stats` for its counters.
     """
@@ -845,7 +845,7 @@ def serve_in_subprocess(
         "--invalid-fraction": invalid_fraction,
         "--api-key": api_key,
     }
-    args = [sys.executable, "-m", "flows.local_api"]
+    args = [sys.executable, "-m", "flows.standin"]
     for flag, option in options.items():
         if option is not None:
             args += [flag, str(option)]

@@ -1,8 +1,8 @@
 """A CoinCap-v3-compatible server on 127.0.0.1 with faults on demand, for the demo, tests and benchmarks."""
 
-from flows.local_api.catalog import DATASETS, NATURAL_KEYS, Catalog
-from flows.local_api.faults import Faults
-from flows.local_api.server import HISTORY_INTERVALS_MS, ServerStats, StubServer, serve_in_subprocess
+from flows.standin.catalog import DATASETS, NATURAL_KEYS, Catalog
+from flows.standin.faults import Faults
+from flows.standin.server import HISTORY_INTERVALS_MS, ServerStats, StubServer, serve_in_subprocess
 
 __all__ = [
     "DATASETS",

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from flows.errors import TransformError
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings
 
 # dbt keeps global state: never run two invocations at once in one process.
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGE_ROOT = PROJECT_ROOT
 
 
 def dbt_project_dir(settings: Settings) -> Path:
@@ -160,3 +161,26 @@ def run_dbt(settings: Settings, command: str = "build", *extra: str, raise_on_fa
             f"See {work / 'logs' / 'dbt.log'}; fix the model or the data, then re-run.",
         )
     return outcome
+
+
+# The schemas (BigQuery datasets) the project builds into, below the prefix; Terraform creates them.
+LAYERS = ("raw", "staging", "marts", "ops")
+
+
+def models_in_order(manifest: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(model -> compiled SQL, model -> relation) of a dbt manifest, each model after the models it reads."""
+    nodes = {k: n for k, n in manifest["nodes"].items() if n["resource_type"] == "model" and n.get("compiled_code")}
+    ordered: list[str] = []
+
+    def visit(key: str, path: tuple[str, ...] = ()) -> None:
+        if key in ordered or key not in nodes or key in path:
+            return
+        for parent in nodes[key].get("depends_on", {}).get("nodes", []):
+            visit(parent, (*path, key))
+        ordered.append(key)
+
+    for key in sorted(nodes):
+        visit(key)
+    statements = {nodes[k]["name"]: nodes[k]["compiled_code"] for k in ordered}
+    relations = {nodes[k]["name"]: nodes[k]["relation_name"] for k in ordered if nodes[k].get("relation_name")}
+    return statements, relations

@@ -27,8 +27,8 @@ from typing import Any
 import duckdb
 
 from flows.errors import PipelineError
-from flows.local_api import Catalog, Faults, StubServer
 from flows.settings import Settings, use_settings
+from flows.standin import Catalog, Faults, StubServer
 
 Record = dict[str, Any]
 _STABLE_BAND = (0.97, 1.03)  # a price this close to $1 is treated as a stablecoin: it barely moves
@@ -159,8 +159,8 @@ def simulate_history(
     Runs the real snapshot flow against the local stand-in, so Prefect must be reachable (PREFECT_API_URL, or
     Prefect's temporary local server). About a second per day, plus the dbt build and ~10 s per quality run.
     """
-    from flows.pipeline import snapshot_flow
     from flows.quality import run_checks
+    from flows.snapshot import snapshot_flow
 
     say = progress or (lambda _msg: None)
     base = Catalog.demo()

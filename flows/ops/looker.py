@@ -19,10 +19,11 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from flows.errors import ConfigError
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings
 
 LINKING_API_URL = "https://lookerstudio.google.com/reporting/create"
-DEFINITION = Path(__file__).resolve().parent.parent / "looker" / "report.yaml"
+DEFINITION = PROJECT_ROOT / "looker" / "report.yaml"
 
 FIELD_TYPES = frozenset({"text", "number", "currency_usd", "date", "datetime", "boolean"})
 AGGREGATIONS = frozenset({"none", "sum", "avg", "min", "max", "count", "count_distinct"})
