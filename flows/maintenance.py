@@ -23,7 +23,7 @@ from flows.lake.factory import lake_storage
 from flows.lake.lock import data_dir_lock
 from flows.lake.parquet import PLACEHOLDER_DAY
 from flows.lake.storage import LakeStorage
-from flows.ops.alerts import alert_on_failure
+from flows.orchestration.alerting import alert_on_failure
 from flows.settings import Settings, Target, current_settings
 
 # Lake prefixes holding granular, dt-partitioned data. Asset history (and its quarantine) is daily data: kept
@@ -45,6 +45,7 @@ GRANULAR_PREFIXES = (
 # Snapshot-grain marts and the day column they are partitioned by; fct_asset_daily is not here on purpose.
 GRANULAR_MARTS = {
     "marts.fct_asset_snapshots": "snapshot_date",
+    "marts.fct_exchange_snapshots": "snapshot_date",
     "marts.fct_market_snapshots": "snapshot_date",
     "marts.fct_rates": "snapshot_date",
     "marts.rpt_market_pairs_daily": "report_date",  # on BigQuery its partitions expire with the same setting

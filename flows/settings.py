@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     # incremental run recomputes its latest day's 30-day windows from granular data.
     granular_retention_days: int = Field(default=365, ge=31, alias="PIPELINE_GRANULAR_RETENTION_DAYS")
 
+    # Prefect task retries wait what each task declares (5 s to 300 s) times this; 0 retries at once, without
+    # jitter (the fault suite and tests: the retries still happen, only the waits go).
+    task_retry_delay_scale: float = Field(default=1.0, ge=0, alias="PIPELINE_TASK_RETRY_DELAY_SCALE")
+
     dbt_threads: int = Field(default=2, ge=1, alias="PIPELINE_DBT_THREADS")
     dbt_project_dir: Path | None = Field(default=None, alias="PIPELINE_DBT_PROJECT_DIR")
 
@@ -151,7 +155,7 @@ class Settings(BaseSettings):
     alert_webhook_url: SecretStr | None = Field(default=None, alias="PIPELINE_ALERT_WEBHOOK_URL")
     log_format: Literal["text", "json"] = Field(default="text", alias="PIPELINE_LOG_FORMAT")
 
-    # Data-quality checks (flows/quality.py). Freshness: hours a dataset's latest snapshot may age before its check
+    # Data-quality checks (flows/quality/). Freshness: hours a dataset's latest snapshot may age before its check
     # fails; unset, twice the longest gap between the deployments' scheduled runs plus an hour (49 h for daily).
     dq_freshness_hours: float | None = Field(default=None, gt=0, alias="PIPELINE_DQ_FRESHNESS_HOURS")
     # A price move since the previous snapshot larger than this is flagged (a warning; the row is kept).

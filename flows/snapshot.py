@@ -2,8 +2,9 @@
 
 The story of a snapshot: take the data dir's lock and check it is writable → extract every dataset concurrently
 (each task pages, validates and stages its files) → publish the staged files only if every dataset succeeded →
-record run metrics → build the marts. Business logic lives in plain functions (`extract.py`, `transform.py`);
-tasks add retries and timeouts.
+record run metrics → build the marts and check their quality (the dbt-build flow's steps, `flows/dbt_build.py`).
+Business logic lives in plain functions (`flows/ingest/extract.py`, `build_marts`); tasks add retries (their
+delays scaled by PIPELINE_TASK_RETRY_DELAY_SCALE) and timeouts.
 
 Run metrics are honest: a dataset is recorded `completed` only once its files are in the lake; a dataset that
 extracted fine but was not published (another dataset failed, or the publish did) is `failed`, saying why; and
@@ -13,13 +14,11 @@ ops.pipeline_runs add up to what the client metered.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
@@ -27,48 +26,26 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from pydantic import Field
 
-from flows.coincap.client import CallStats, CreditMeter
+from flows.coincap.budget import CallStats, CreditMeter
 from flows.coincap.endpoints import DATASETS
-from flows.contracts.datasets import CONTRACTS
-from flows.contracts.stream import GAP_SCHEMA, TICK_SCHEMA
 from flows.datasets import Dataset
-from flows.errors import PipelineError
-from flows.flow_support import flow_run_id, retry_if_transient
+from flows.dbt_build import check_quality, record_dbt_build, step_row
 from flows.ingest.extract import DatasetReport, StagedFiles, extract_dataset
 from flows.lake.factory import lake_storage
-from flows.lake.history import ensure_history_readable
 from flows.lake.lock import data_dir_lock
-from flows.lake.parquet import ensure_readable
 from flows.lake.storage import LocalStorage, ensure_writable
-from flows.ops.alerts import alert_on_failure, failure_alert, quality_alert, send_alert
-from flows.ops.observability import configure_logging, publish_snapshot_artifact, redact_error, redacted_errors
-from flows.quality import QualityReport, run_checks
+from flows.ops.observability import redact_error, redacted_errors
+from flows.orchestration.alerting import alert_on_failure
+from flows.orchestration.artifacts import publish_snapshot_artifact
+from flows.orchestration.logs import configure_logging, quiet_known_failures
+from flows.orchestration.runs import flow_run_id, retry_if_transient, with_retry_delays
+from flows.quality import QualityReport
 from flows.settings import Settings, current_settings
 from flows.snapshot_id import PATTERN, Snapshot
-from flows.warehouse.dbt import DbtOutcome, run_dbt
+from flows.warehouse.dbt import DbtOutcome
 from flows.warehouse.factory import warehouse
 
-
-class _QuietKnownFailures(logging.Filter):
-    """Keep Prefect's run logs readable.
-
-    - A `PipelineError` already says what happened and what to do in one line: log it without a traceback.
-    - Drop Prefect's per-task notice that timeouts in worker threads act between blocking calls. Known and
-      accepted: every HTTP call has its own connect/read timeout, so a task timeout only needs to act between
-      pages, which is what it does.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if str(record.msg).startswith("Timeout of %s seconds configured for this task"):
-            return False
-        if record.exc_info and isinstance(record.exc_info[1], PipelineError):
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-for _name in ("prefect.task_runs", "prefect.flow_runs"):
-    logging.getLogger(_name).addFilter(_QuietKnownFailures())
+quiet_known_failures()
 # Secrets redacted from every log record; JSON lines with PIPELINE_LOG_FORMAT=json (deployments import this module).
 configure_logging()
 
@@ -184,59 +161,6 @@ def publish_task(staged: list[StagedFiles]) -> list[str]:
         return [key for files in staged for key in files.publish(storage)]
 
 
-def build_marts(settings: Settings, full_refresh: bool = False) -> DbtOutcome:
-    """Move corrupt lake files aside, make every table dbt reads exist (lake placeholders, ops tables), then
-    `dbt build` the marts."""
-    schemas = {name: contract.arrow_schema() for name, contract in CONTRACTS.items()}
-    schemas.update(prices_stream=TICK_SCHEMA, prices_stream_gaps=GAP_SCHEMA)  # read by dbt even if never streamed
-    from flows.contracts.datasets import ASSET_HISTORY
-    from flows.lake.integrity import verify_lake
-
-    staging = settings.data_dir.resolve() / "staging"
-    # One corrupt file would fail every build from now on: files not verified before are checked, bad ones moved
-    # to corrupt/ with a warning each. Before the placeholders, so a dataset left without files gets one.
-    verify_lake(lake_storage(settings), {**schemas, "asset_history": ASSET_HISTORY.arrow_schema()}, staging)
-    ensure_readable(lake_storage(settings), schemas, staging)
-    ensure_history_readable(lake_storage(settings), staging)
-    warehouse(settings).ensure_ops_tables()  # the health views read ops.pipeline_runs and ops.dq_results
-    return run_dbt(settings, "build", *(["--full-refresh"] if full_refresh else []))
-
-
-@task(name="dbt-build", timeout_seconds=3600, cache_policy=NO_CACHE)
-def dbt_task(full_refresh: bool = False) -> DbtOutcome:
-    """Build and test the marts (`dbt build`)."""
-    with redacted_errors():
-        outcome = build_marts(current_settings(), full_refresh)
-    get_run_logger().info("dbt build: %s in %.1fs", dict(outcome.statuses), outcome.seconds)
-    return outcome
-
-
-@task(name="quality", timeout_seconds=900, cache_policy=NO_CACHE)
-def quality_task(snapshot_id: str | None, flow_run_id: str | None) -> QualityReport:
-    """Run the data-quality checks on the snapshot (or each dataset's latest) and store them in ops.dq_results."""
-    with redacted_errors():
-        return run_checks(current_settings(), snapshot_id=snapshot_id, flow_run_id=flow_run_id)
-
-
-def _check_quality(snapshot_id: str | None, run_id: str | None) -> QualityReport | None:
-    """Run the quality task; a tripped check (or checks that cannot run) is logged and alerted, never raised:
-    the data is landed and modeled, and anomalies are flagged, not dropped."""
-    logger = get_run_logger()
-    settings = current_settings()
-    try:
-        report = quality_task(snapshot_id, run_id)
-    except Exception as exc:
-        logger.error("data quality: the checks could not run (%s)", exc)
-        send_alert(failure_alert("quality", run_id, exc), settings)
-        return None
-    level = logging.ERROR if not report.ok else logging.WARNING if report.warned else logging.INFO
-    logger.log(level, "data quality: %s", report.summary_line())
-    alert = quality_alert(report)
-    if alert is not None:
-        send_alert(alert, settings)
-    return report
-
-
 def _run_snapshot(datasets: list[Dataset], snapshot_id: str | None, transform: bool) -> SnapshotSummary:
     logger = get_run_logger()
     settings = current_settings()
@@ -245,7 +169,8 @@ def _run_snapshot(datasets: list[Dataset], snapshot_id: str | None, transform: b
     logger.info("snapshot %s: extracting %s from %s", snap.id, ", ".join(datasets), settings.api_base_url)
 
     _check_writable(settings)  # before any credit is spent
-    futures = {d: extract_task.submit(d, snap.id) for d in dict.fromkeys(datasets)}
+    extract = with_retry_delays(extract_task, settings)
+    futures = {d: extract.submit(d, snap.id) for d in dict.fromkeys(datasets)}
     results: dict[str, tuple[DatasetReport, StagedFiles]] = {}
     errors: dict[str, BaseException] = {}
     spent: dict[str, _Spent] = {}
@@ -275,7 +200,7 @@ def _run_snapshot(datasets: list[Dataset], snapshot_id: str | None, transform: b
     reports = [results[d][0] for d in futures]
     staged_files = [results[d][1] for d in futures]
     try:
-        publish_task(staged_files)
+        with_retry_delays(publish_task, settings)(staged_files)
     except BaseException as exc:
         # Each object is published atomically, a dataset's files one after another: a dataset whose files all
         # went in is complete; the others are not, whatever their extract did.
@@ -291,8 +216,8 @@ def _run_snapshot(datasets: list[Dataset], snapshot_id: str | None, transform: b
         raise
     store.record_runs([_metrics_row(r, run_id, "completed") for r in reports])
 
-    outcome = _build_marts(store, snap.id, run_id) if transform else None
-    quality = _check_quality(snap.id, run_id) if outcome is not None else None
+    outcome = record_dbt_build(store, snap.id, run_id) if transform else None
+    quality = check_quality(snap.id, run_id) if outcome is not None else None
     summary = SnapshotSummary(
         snapshot_id=snap.id,
         reports=reports,
@@ -304,18 +229,6 @@ def _run_snapshot(datasets: list[Dataset], snapshot_id: str | None, transform: b
     )
     publish_snapshot_artifact(summary)  # `snapshot-summary` in the Prefect UI; never fails the run
     return summary
-
-
-def _build_marts(store: Any, snapshot_id: str, run_id: str | None, full_refresh: bool = False) -> DbtOutcome:
-    """Run the dbt task and record its step (completed or failed) in the run-metrics table."""
-    started = time.perf_counter()
-    try:
-        outcome = dbt_task(full_refresh)
-    except PipelineError as exc:
-        store.record_runs([_step_row("dbt", snapshot_id, run_id, "failed", time.perf_counter() - started, exc)])
-        raise
-    store.record_runs([_step_row("dbt", snapshot_id, run_id, "completed", outcome.seconds, None)])
-    return outcome
 
 
 def _check_writable(settings: Settings) -> None:
@@ -357,31 +270,12 @@ def _failed_step_row(
     """A dataset whose extract failed: its error, and the calls and credits its attempts spent."""
     stats = spent.stats
     return {
-        **_step_row(dataset, snapshot_id, run_id, "failed", spent.seconds, exc),
+        **step_row(dataset, snapshot_id, run_id, "failed", spent.seconds, exc),
         "calls": stats.calls,
         "failed_calls": stats.failed_calls,
         "retries": stats.retries,
         "bytes": stats.bytes,
         "credits": stats.credits,
-    }
-
-
-def _step_row(
-    step: str,
-    snapshot_id: str,
-    run_id: str | None,
-    status: str,
-    seconds: float | None,
-    exc: BaseException | None,
-) -> dict[str, Any]:
-    return {
-        "flow_run_id": run_id,
-        "snapshot_id": snapshot_id,
-        "step": step,
-        "status": status,
-        "started_at": datetime.now(UTC),
-        "seconds": seconds,
-        "error": redact_error(exc, 500),
     }
 
 
@@ -434,14 +328,3 @@ assets_flow = _dataset_flow("assets")
 rates_flow = _dataset_flow("rates")
 exchanges_flow = _dataset_flow("exchanges")
 markets_flow = _dataset_flow("markets")
-
-
-@flow(name="dbt-build", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
-def transform_flow(full_refresh: bool = False) -> DbtOutcome:
-    """Build and test the marts from what is in the lake."""
-    # A dbt-only run is recorded under the moment it ran, in the snapshot-id format.
-    with redacted_errors(), _one_run_per_data_dir("dbt build"):
-        run_id = flow_run_id()
-        outcome = _build_marts(warehouse(current_settings()), Snapshot.now().id, run_id, full_refresh)
-        _check_quality(None, run_id)  # each dataset's latest snapshot
-        return outcome

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 from prefect import flow, get_run_logger
 
-from flows.flow_support import flow_run_id
-from flows.ops.alerts import alert_on_failure, send_alert, stale_alert
+from flows.ops.alerts import stale_alert
+from flows.orchestration.alerting import alert_on_failure, send_alert
+from flows.orchestration.runs import flow_run_id
 from flows.settings import current_settings
 
 if TYPE_CHECKING:

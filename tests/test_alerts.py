@@ -23,19 +23,12 @@ import pytest
 
 from flows.errors import AuthError
 from flows.ops import alerts
-from flows.ops.alerts import (
-    Alert,
-    DeliveryPolicy,
-    failure_alert,
-    post_webhook,
-    quality_alert,
-    send_alert,
-    slack_message,
-    stale_alert,
-)
+from flows.ops.alerts import Alert, DeliveryPolicy, post_webhook, quality_alert, slack_message, stale_alert
+from flows.orchestration.alerting import failure_alert, send_alert
 from flows.quality import CheckResult, QualityReport
 from flows.settings import Settings, use_settings
 from tests.conftest import API_KEY, fast_settings
+from tests.tools import cli_env
 
 TOKEN = "T0000/B0000/XyZsecretWebhookToken42"
 
@@ -317,6 +310,28 @@ def test_failure_alert_is_one_line_naming_flow_run_and_error() -> None:
     assert failure_alert("x", None, KeyError()).text == "KeyError"
     leaky = failure_alert("x", None, "GET https://api/x?key=abc123 failed; Authorization: Bearer sk_live_12345")
     assert "abc123" not in leaky.text and "sk_live_12345" not in leaky.text
+
+
+def test_ops_builds_and_delivers_without_prefect_and_the_flows_add_its_event_and_run_page(tmp_path, webhook):
+    import subprocess
+    import sys
+
+    # flows.ops alone never loads Prefect, even in JSON log mode
+    code = (
+        "import sys, flows.ops.alerts, flows.ops.preflight, flows.ops.observability as o\n"
+        "o.configure_logging()\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('prefect', 'prefect_gcp')], 'prefect loaded'"
+    )
+    env = cli_env(tmp_path, PIPELINE_LOG_FORMAT="json")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    emitted: list[Alert] = []
+    alert = alerts.failure_alert("snapshot", "run-1", "boom", logs_url="http://ui/runs/flow-run/run-1")
+    assert alert.fields["logs"] == "http://ui/runs/flow-run/run-1"
+    assert alerts.deliver_alert(alert, _settings(tmp_path, webhook.url), emit=emitted.append) is True
+    assert emitted == [alert] and len(webhook.posts) == 1
+    assert "logs" not in failure_alert("snapshot", None, "boom").fields  # no run, no page
 
 
 def test_stale_alert_names_datasets_and_checks() -> None:

@@ -18,16 +18,15 @@ import pytest
 import yaml
 
 from flows.errors import ConfigError
-from flows.ops.alerts import (
+from flows.ops.alerts import quality_alert
+from flows.orchestration.alerting import QUALITY_FAILED_EVENT, send_alert
+from flows.orchestration.automations import (
     AUTOMATIONS_FILE,
     MANAGED_TAG,
     NOTIFICATION_BLOCK,
-    QUALITY_FAILED_EVENT,
     apply_automations,
     load_automations,
-    quality_alert,
     save_notification_block,
-    send_alert,
 )
 from tests.conftest import fast_settings
 from tests.test_alerts import Webhook, bad_report

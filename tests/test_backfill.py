@@ -13,24 +13,19 @@ import duckdb
 import pytest
 
 import flows.backfill as bf
-from flows.backfill import (
-    INTERVALS,
-    BackfillReport,
-    Chunk,
-    backfill,
-    estimate_backfill_credits,
-    plan_chunks,
-    skipped_key,
-)
 from flows.contracts.datasets import ASSET_HISTORY
 from flows.errors import ApiError, AuthError, QuotaExhausted, StorageError
+from flows.ingest.backfill import backfill
+from flows.ingest.backfill_plan import INTERVALS, Chunk, estimate_backfill_credits, plan_chunks, skipped_key
+from flows.ingest.backfill_report import BackfillReport
 from flows.lab.backfill_bench import benchmark_backfill
 from flows.lab.backfill_bench import lake_points as bench_lake_points
+from flows.lake.factory import lake_storage
 from flows.lake.history import PLACEHOLDER_KEY, ensure_history_readable
 from flows.lake.storage import LakeStorage, LocalStorage, StorageWrapper
 from flows.settings import Settings
 from flows.standin import Catalog, Faults, StubServer
-from flows.standin.catalog import DEFAULT_AS_OF_MS
+from flows.standin.records import DEFAULT_AS_OF_MS
 from tests.conftest import API_KEY, fast_settings
 
 AS_OF = datetime.fromtimestamp(DEFAULT_AS_OF_MS / 1000, UTC)  # the stand-in's "now": its history ends that day
@@ -61,9 +56,12 @@ def settings(tmp_path: Path, server: StubServer) -> Settings:
 
 
 def run(settings: Settings, assets: list[str] | None = None, **kwargs: Any) -> BackfillReport:
+    """The engine as the flow calls it: the lake built once from the settings, unless a test passes its own."""
     kwargs.setdefault("calls_per_minute", None)
     kwargs.setdefault("now", AS_OF)
-    return backfill(settings, assets, "d1", kwargs.pop("start", START), kwargs.pop("end", END), **kwargs)
+    storage = kwargs.pop("storage", None) or lake_storage(settings)
+    start, end = kwargs.pop("start", START), kwargs.pop("end", END)
+    return backfill(settings, assets, "d1", start, end, storage=storage, **kwargs)
 
 
 def history_calls(server: StubServer) -> dict[str, int]:
@@ -137,14 +135,12 @@ class CrashingStorage(StorageWrapper):
 
 
 def test_resume_skips_finished_chunks_and_lands_each_point_once(
-    settings: Settings, server: StubServer, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, server: StubServer, catalog: Catalog
 ) -> None:
     assets = ids(catalog)
     crashing = CrashingStorage(LocalStorage(settings.lake_dir), crash_after=10)
-    monkeypatch.setattr(bf, "lake_storage", lambda _settings: crashing)
     with pytest.raises(StorageError):
-        run(settings, assets, workers=3)
-    monkeypatch.undo()
+        run(settings, assets, workers=3, storage=crashing)
     landed = {
         key.rsplit("/", 2)[-2].removeprefix("asset=") + "/" + key.rsplit("/", 1)[-1] for key in lake_keys(settings)
     }
@@ -191,8 +187,8 @@ def test_rerun_adds_nothing_and_refetches_only_open_chunks(
 
 def test_estimate_is_close_to_what_the_run_costs(settings: Settings, server: StubServer, catalog: Catalog) -> None:
     assets = ids(catalog)
-    estimate = estimate_backfill_credits(settings, assets, "d1", START, END, now=AS_OF)
-    by_count = estimate_backfill_credits(settings, len(assets), "d1", START, END, now=AS_OF)
+    estimate = estimate_backfill_credits(assets, "d1", START, END, storage=lake_storage(settings), now=AS_OF)
+    by_count = estimate_backfill_credits(len(assets), "d1", START, END, now=AS_OF)
     assert (by_count.credits, by_count.chunks_to_fetch) == (estimate.credits, estimate.chunks_to_fetch)
     report = run(settings, assets)
     assert report.estimated_credits == estimate.credits
@@ -200,7 +196,7 @@ def test_estimate_is_close_to_what_the_run_costs(settings: Settings, server: Stu
     assert report.credits_used == server.stats.credits  # what the meter recorded is what the server billed
     assert estimate.worst_case_credits >= report.credits_used
     # after the run, only the open chunks are left to pay for
-    again = estimate_backfill_credits(settings, assets, "d1", START, END, now=AS_OF)
+    again = estimate_backfill_credits(assets, "d1", START, END, storage=lake_storage(settings), now=AS_OF)
     assert again.chunks_to_fetch == len(assets) and again.chunks_landed == report.chunks_fetched - len(assets)
 
 
@@ -426,4 +422,4 @@ def test_chunk_key_round_trip() -> None:
     chunk = Chunk("usd-coin", "h1", 0, INTERVALS["h1"].chunk_ms)
     assert chunk.quarantine_key.startswith("quarantine/asset_history/interval=h1/asset=usd-coin/")
     with pytest.raises(Exception, match="not a CoinCap asset id"):
-        estimate_backfill_credits(Settings(_env_file=None), ["../etc"], "d1")  # type: ignore[call-arg]
+        estimate_backfill_credits(["../etc"], "d1")

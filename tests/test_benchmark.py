@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows import benchmark as bench
 from flows.cli import app
 from flows.coincap.client import CoinCapClient
 from flows.errors import ConfigError
+from flows.lab import benchmark as bench
 from flows.lab.naive_baseline import load_snapshot
 from flows.standin import Catalog, StubServer
 from tests.conftest import API_KEY, fast_settings
@@ -226,11 +226,11 @@ def test_pages_checked_in_one_batch_get_exactly_the_verdicts_of_page_by_page(see
 
 @pytest.mark.parametrize("bits", [64 // 3, 2])  # 2 bits: most keys do not fit and take the exact fallback
 def test_landed_keys_are_exact_packed_or_not(bits):
-    from flows.ingest.extract import _LandedKeys
+    from flows.ingest.keys import LandedKeys
 
     rng = random.Random(bits)
     records = _messy_records(bits)
-    landed = _LandedKeys(("exchangeId", "baseId", "quoteId"))
+    landed = LandedKeys(("exchangeId", "baseId", "quoteId"))
     landed._bits = bits
     landed._MERGE_AT = 16  # merge into the sorted array often
     reference: set = set()

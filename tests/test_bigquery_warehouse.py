@@ -21,12 +21,13 @@ from typing import Any
 import duckdb
 import pytest
 
+from flows.contracts.ops_tables import RUNS_TABLE
 from flows.errors import ConfigError, PipelineError
 from flows.ingest.extract import DatasetReport
 from flows.settings import Settings
 from flows.warehouse.bigquery import BigQueryWarehouse, runs_columns
 from flows.warehouse.factory import warehouse
-from flows.warehouse.local_duckdb import RUNS_TABLE, LocalWarehouse
+from flows.warehouse.local_duckdb import LocalWarehouse
 from tests.bq_emulator import PROJECT, BigQueryEmulator, bq_emulator  # noqa: F401 - session fixture
 
 ROOT = Path(__file__).resolve().parent.parent

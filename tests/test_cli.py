@@ -166,7 +166,8 @@ def test_the_run_summary_and_folded_table_cells_are_printed_redacted(capsys):
 
     from rich.table import Table
 
-    from flows.cli import _print_summary, out
+    from flows.cli.output import out
+    from flows.cli.pipeline import print_summary
     from flows.ops.observability import register_secret
 
     register_secret(CANARY_KEY)  # as loading the settings does
@@ -177,7 +178,7 @@ def test_the_run_summary_and_folded_table_cells_are_printed_redacted(capsys):
         snapshot_id="20261121T053000Z", reports=[], dbt=None, seconds=1.0, quality=quality,
         lake_uri=f"gs://bucket-{CANARY_KEY}/lake", warehouse_uri=f"bigquery://{CANARY_KEY}",
     )  # fmt: skip
-    _print_summary(summary)
+    print_summary(summary)
     # A column narrower than the key folds it over two lines, where the rendered text no longer holds it whole.
     table = Table("check", "detail", width=50)
     table.columns[1].overflow = "fold"

@@ -6,8 +6,9 @@ import socket
 
 import pytest
 
-from flows.coincap.client import CoinCapClient, _origin, _same_host
+from flows.coincap.client import CoinCapClient
 from flows.coincap.credits import credits_for
+from flows.coincap.redirects import origin, same_host
 from flows.errors import ApiError, AuthError, QuotaExhausted
 from flows.standin import Faults, StubServer
 from tests.conftest import fast_settings
@@ -134,12 +135,12 @@ def test_fail_first_n_recovers(settings, stub: StubServer):
     ],
 )
 def test_redirects_stay_on_the_base_urls_host(base, target, same):
-    assert _same_host(base, target) is same
+    assert same_host(base, target) is same
 
 
 def test_a_refused_redirect_names_the_host_never_its_credentials():
-    assert _origin("https://user:secret@evil.example:8443/x?apiKey=k") == "https://evil.example:8443"
-    assert _origin("http://[::1]:8080/v3") == "http://[::1]:8080"
+    assert origin("https://user:secret@evil.example:8443/x?apiKey=k") == "https://evil.example:8443"
+    assert origin("http://[::1]:8080/v3") == "http://[::1]:8080"
 
 
 def test_a_call_may_lower_the_body_cap(settings, stub):

@@ -9,9 +9,11 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
+from flows.contracts.checks import pandera_schema
 from flows.contracts.columns import DECIMAL_TYPE, QUARANTINE_SCHEMA
 from flows.contracts.datasets import ASSETS, CONTRACTS, EXCHANGES, MARKETS, RATES
-from flows.contracts.validate import pandera_schema, parse_decimal, validate_records
+from flows.contracts.parsing import parse_decimal
+from flows.contracts.validate import validate_records
 
 NOW = datetime(2026, 11, 21, 5, 30, tzinfo=UTC)
 

@@ -21,7 +21,7 @@ from flows.dashboard import charts
 from flows.dashboard import formatting as fmt
 from flows.dashboard.browser import PageCheck, check_page, chromium, chromium_path
 from flows.dashboard.pages import asset_slug
-from flows.dashboard.queries import open_reader
+from flows.dashboard.reader import open_reader
 from flows.dashboard.server import CONTENT_SECURITY_POLICY, DashboardServer
 from flows.dashboard.site import PAGE_NAMES, DashboardSite, build_dashboard
 from flows.errors import ConfigError

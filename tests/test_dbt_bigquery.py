@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "example-project"
 SNAPSHOT_FACTS = {
     "fct_asset_snapshots": ["asset_id"],
+    "fct_exchange_snapshots": ["exchange_id"],
     "fct_market_snapshots": ["exchange_id", "base_asset_id"],
     "fct_rates": ["rate_id"],
 }
@@ -244,8 +245,12 @@ def test_report_views_read_the_ops_tables_the_pipeline_writes(runs: BigQueryRuns
     assert runs.node(name)["config"]["materialized"] == "view"
     sql = _model_sql(runs.first_sql, name)
     assert f"create or replace view `{PROJECT}`.`coincap_marts`.`{name}`" in sql
-    assert f"from `{PROJECT}`.`coincap_ops`.`{REPORT_VIEWS[name]}`" in sql
-    assert "where false" not in sql  # the empty stand-in is only for a warehouse without the ops tables
+    staging = f"stg_ops__{REPORT_VIEWS[name]}"  # the ops table's staging view, the only reader of the source
+    assert f"from `{PROJECT}`.`coincap_staging`.`{staging}`" in sql
+    assert runs.node(staging)["config"]["materialized"] == "view"
+    staging_sql = _model_sql(runs.first_sql, staging)
+    assert f"from `{PROJECT}`.`coincap_ops`.`{REPORT_VIEWS[name]}`" in staging_sql
+    assert "where false" not in staging_sql  # the empty stand-in is only for a warehouse without the ops tables
 
 
 def test_dbt_env_sets_the_gcp_names_and_keeps_the_local_ones(tmp_path: Path) -> None:

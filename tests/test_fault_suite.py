@@ -1,5 +1,6 @@
-"""The fault-injection suite (flows/lab/fault_suite.py): the stand-in's new faults, the lake doubles, an accounting that
-catches every loss, duplicate and misrouted record, and the whole suite, which fails CI on any of them."""
+"""The fault-injection suite (flows/lab/fault_suite/): the stand-in's new faults, the lake doubles and the lake
+factory's seam they go in through, an accounting that catches every loss, duplicate and misrouted record, and the
+whole suite, which fails CI on any of them."""
 
 from __future__ import annotations
 
@@ -32,10 +33,11 @@ from flows.lab.fault_suite import (
     scenarios,
     split_scope,
 )
-from flows.lake.storage import LakeStorage, LocalStorage
+from flows.lake.factory import lake_storage, storage_wrapper
+from flows.lake.storage import LakeStorage, LocalStorage, StorageWrapper
 from flows.standin import Catalog, Faults, StubServer
-from flows.standin.catalog import RawRecord
 from flows.standin.faults import NEW_FIELDS, OPTIONAL_FIELDS, drift_record, has_wrong_type
+from flows.standin.records import RawRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "fault-key"
@@ -200,6 +202,53 @@ def test_faulty_storage_misbehaves_once_at_the_nth_write(tmp_path: Path) -> None
     with pytest.raises(StorageError, match="after writing"):
         lost_ack.put_file(staged(tmp_path, "c"), "coincap/c.parquet")
     assert lake.exists("coincap/c.parquet")
+
+
+def test_the_factory_wraps_every_lake_it_gives_while_the_block_runs(tmp_path: Path) -> None:
+    """`storage_wrapper` is the one seam: every `lake_storage(settings)` call, from any thread, gets the wrapped
+    lake; a fault's n-th write counts across them; blocks nest and each removes only its own wrapper."""
+    from flows.settings import Settings
+
+    settings = Settings(_env_file=None, PIPELINE_DATA_DIR=tmp_path / "data")  # type: ignore[call-arg]
+    failing = FaultyStorage(LocalStorage(settings.lake_dir), at=2, prefix="coincap/")
+    seen: list[str] = []
+
+    class Spy(StorageWrapper):
+        def put_file(self, local_path: Path, key: str) -> None:
+            seen.append(key)
+            super().put_file(local_path, key)
+
+    assert type(lake_storage(settings)) is LocalStorage
+    with storage_wrapper(failing.around):
+        first = lake_storage(settings)
+        first.put_file(staged(tmp_path, "a"), "coincap/a.parquet")
+        with storage_wrapper(Spy):
+            from_thread: list[LakeStorage] = []
+            worker = threading.Thread(target=lambda: from_thread.append(lake_storage(settings)))
+            worker.start()
+            worker.join()
+            (second,) = from_thread
+            assert isinstance(second, Spy) and isinstance(second.inner, FaultyStorage)  # the inner block's is outside
+            with pytest.raises(StorageError, match="Injected failure writing coincap/b.parquet"):
+                second.put_file(staged(tmp_path, "b"), "coincap/b.parquet")
+        assert seen == ["coincap/b.parquet"] and failing.writes == 2 and failing.fired == 1
+        assert type(lake_storage(settings)) is FaultyStorage  # the inner block's wrapper went with it
+    assert type(lake_storage(settings)) is LocalStorage
+    assert LocalStorage(settings.lake_dir).list("coincap/") == ["coincap/a.parquet"]
+
+
+def test_a_scenario_retries_its_tasks_at_once_through_its_settings() -> None:
+    """The fault suite's quick task retries are a setting the flows read, not tasks swapped in their modules."""
+    from flows.lab.fault_suite import suite_settings
+    from flows.orchestration.runs import with_retry_delays
+    from flows.snapshot import extract_task, publish_task
+
+    quick = suite_settings(Path("data"), "http://127.0.0.1:1")
+    assert quick.task_retry_delay_scale == 0
+    for task in (extract_task, publish_task):
+        fast = with_retry_delays(task, quick)
+        assert fast.retries == task.retries > 0 and not fast.retry_delay_seconds and fast.retry_jitter_factor is None
+        assert with_retry_delays(task, quick.model_copy(update={"task_retry_delay_scale": 1.0})) is task
 
 
 def test_a_killed_writers_temporary_object_goes_with_the_next_write(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-import flows.standin.server as stub_server
+import flows.standin.replies as stub_replies
 from flows.errors import ConfigError, StorageError
 from flows.ingest.extract import extract_dataset
 from flows.lake.factory import lake_storage
@@ -320,7 +320,7 @@ def test_factory_refuses_a_missing_or_malformed_bucket(monkeypatch, bucket_value
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> Any:
     """A CoinCap stand-in with some invalid records (so quarantine files exist) and a frozen API clock."""
-    monkeypatch.setattr(stub_server, "_now_ms", lambda: 1_795_238_400_000)  # the same `timestamp` every call
+    monkeypatch.setattr(stub_replies, "now_ms", lambda: 1_795_238_400_000)  # the same `timestamp` every call
     catalog = Catalog.synthetic(n_assets=300, n_exchanges=20, n_markets=3000, seed=7, invalid_fraction=0.03)
     with StubServer(catalog, api_keys={API_KEY}) as server:
         yield server

@@ -42,7 +42,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from flows.coincap.client import CreditMeter
+from flows.coincap.budget import CreditMeter
 from flows.coincap.paging import STALLED_PAGES
 from flows.contracts.columns import EPOCH_MS_MIN, Kind
 from flows.contracts.datasets import CONTRACTS
@@ -51,8 +51,8 @@ from flows.errors import ApiError, ApiUnavailable
 from flows.ingest.extract import DatasetReport, extract_dataset
 from flows.snapshot_id import Snapshot
 from flows.standin import Catalog, Faults, StubServer
-from flows.standin.catalog import RawRecord
 from flows.standin.faults import page_rows
+from flows.standin.records import RawRecord
 from tests.conftest import API_KEY, fast_settings
 
 NOW_MS = int(time.time() * 1000)

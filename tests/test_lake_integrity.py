@@ -404,8 +404,8 @@ def test_a_restored_file_is_checked_again_and_kept(files: Lake, tmp_path: Path) 
 
 @pytest.mark.slow
 def test_build_marts_moves_corrupt_files_and_the_dbt_build_succeeds(files: Lake, tmp_path: Path) -> None:
+    from flows.dbt_build import build_marts
     from flows.settings import Settings
-    from flows.snapshot import build_marts
 
     settings = Settings(_env_file=None, PIPELINE_DATA_DIR=tmp_path / "data", PIPELINE_TARGET="local")  # type: ignore[call-arg]
     storage = LocalStorage(settings.lake_dir)

@@ -25,9 +25,7 @@ from typing import Any
 import pytest
 
 from flows.ops.observability import (
-    ARTIFACT_KEY,
     JsonLinesHandler,
-    configure_logging,
     install_redaction,
     redact,
     redact_url,
@@ -35,6 +33,8 @@ from flows.ops.observability import (
     severity,
     snapshot_markdown,
 )
+from flows.orchestration.artifacts import ARTIFACT_KEY
+from flows.orchestration.logs import configure_logging
 from flows.settings import Settings, use_settings
 from flows.warehouse.dbt import DbtOutcome
 from tests.conftest import fast_settings

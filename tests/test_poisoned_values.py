@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from flows.contracts.columns import EPOCH_MS_MIN, MAX_USD, epoch_ms_bounds
 from flows.contracts.datasets import ASSET_HISTORY, ASSETS, CONTRACTS, EXCHANGES, MARKETS, PRICES_STREAM
 from flows.contracts.validate import check_records, plausible_api_timestamp, validate_records
-from flows.stream import parse_message
+from flows.ingest.stream_lake import parse_message
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime.now(UTC)
@@ -75,7 +75,8 @@ def _id(value: Any) -> str:
         for unit, scale in (("ms", 1), ("s", 1000), ("us", 1 / 1000), ("ns", 1 / 1_000_000)):
             offset = int(text) * scale - NOW_MS
             if abs(offset) < 10 * DAY_MS:
-                return f"now{offset / DAY_MS:+.0f}d-in-{unit}" + ("-as-text" if isinstance(value, str) else "")
+                days = round(offset / DAY_MS)  # rounded first: -0.2 days and +0.2 days are both "+0d"
+                return f"now{days:+d}d-in-{unit}" + ("-as-text" if isinstance(value, str) else "")
     return repr(value)[:30]
 
 

@@ -10,6 +10,7 @@ from google.cloud import bigquery
 
 from flows.contracts.bigquery import hive_partition_columns, lake_tables, schema_fields
 from flows.ops.preflight import check_secret, problems, run_preflight
+from flows.orchestration.preflight import read_block, read_work_pool
 from flows.settings import Settings
 from flows.warehouse.dbt import LAYERS
 from tests.bq_emulator import bq_emulator  # noqa: F401 - session fixture
@@ -64,7 +65,7 @@ def preflight(world, **overrides):
     sql = {k.replace("coincap_", world["settings"].bq_dataset_prefix): v for k, v in GOOD_SQL.items()}
     sql = {k: v.replace("coincap_raw", world["settings"].bq_dataset("raw")) for k, v in sql.items()}
     args = {"storage_client": world["gcs"], "bigquery_client": world["bq"], "secret_client": world["secrets"],
-            "statements": sql, "read_block": world["read_block"]}  # fmt: skip
+            "statements": sql, "read_block": world["read_block"], "read_work_pool": read_work_pool}  # fmt: skip
     args.update(overrides)
     return run_preflight(world["settings"], **args)
 
@@ -93,9 +94,7 @@ def test_missing_dataset_is_one_line_with_the_fix(world):
 
 
 def test_missing_results_block_says_which_command_creates_it(world, prefect_api):
-    from flows.ops.preflight import _prefect_block_reader
-
-    world["read_block"] = _prefect_block_reader()  # the real Prefect server, where no such block exists
+    world["read_block"] = read_block  # the real Prefect server, where no such block exists
     (problem,) = problems(preflight(world))
     assert problem.line() == (
         "results block: Prefect block gcs-bucket/coincap-results is missing. "
@@ -151,7 +150,8 @@ def test_a_model_waiting_for_the_first_build_with_a_bigquery_type_error_is_a_pro
 
 
 def test_missing_settings_stop_before_calling_anything():
-    findings = run_preflight(Settings(PIPELINE_TARGET="gcp"))  # type: ignore[call-arg]
+    settings = Settings(PIPELINE_TARGET="gcp")  # type: ignore[call-arg]
+    findings = run_preflight(settings, read_work_pool=read_work_pool, read_block=read_block)
     assert [f.line() for f in problems(findings)] == [
         "settings: GCP_PROJECT_ID is not set. Fix: set GCP_PROJECT_ID (a Terraform output).",
         "settings: GCS_BUCKET is not set. Fix: set GCS_BUCKET (a Terraform output).",

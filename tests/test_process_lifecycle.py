@@ -1,8 +1,9 @@
 """Processes the CLI starts die with it: Prefect's temporary API server does not outlive a `kill -9` of the CLI.
 
 Without PREFECT_API_URL, Prefect starts a temporary server (uvicorn) as a child process and stops it at exit; a
-`kill -9` skips that. On Linux the CLI starts that server under a small watcher (flows/cli.py, `_tie_prefect_server`)
-that shuts it down when its parent is gone, and leaves Prefect's own `stop()` as it was.
+`kill -9` skips that. On Linux the CLI starts that server under a small watcher
+(flows/cli/prefect_server.py, `tie_prefect_server`) that shuts it down when its parent is gone, and leaves
+Prefect's own `stop()` as it was.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import _exit_with_us, _tie_prefect_server, _TiedPopen, _TiedSubprocess
+from flows.cli.prefect_server import TiedPopen, TiedSubprocess, exit_with_us, tie_prefect_server
 from tests.conftest import API_KEY
 from tests.tools import cli_env
 
@@ -167,7 +168,7 @@ def test_a_tied_server_still_stops_normally_and_shuts_down_gracefully_when_its_p
     # Prefect's stop(): terminate, wait up to 5 s (then it would kill). The tied server ends within that, after its
     # lifespan shutdown, as an untied uvicorn does.
     port = _free_port()
-    proc = _TiedPopen(_uvicorn_args(tmp_path, port), cwd=tmp_path)
+    proc = TiedPopen(_uvicorn_args(tmp_path, port), cwd=tmp_path)
     try:
         assert "exits with the process that started it" in cmdline(proc.pid, timeout=5), "under the watcher"
         _wait_serving(port, lambda: proc.poll() is None)
@@ -185,8 +186,8 @@ def test_a_tied_server_still_stops_normally_and_shuts_down_gracefully_when_its_p
     port = _free_port()
     parent_code = (
         "import sys, time\n"
-        "from flows.cli import _TiedPopen\n"
-        f"child = _TiedPopen({_uvicorn_args(tmp_path, port)!r}, cwd={str(tmp_path)!r})\n"
+        "from flows.cli.prefect_server import TiedPopen\n"
+        f"child = TiedPopen({_uvicorn_args(tmp_path, port)!r}, cwd={str(tmp_path)!r})\n"
         "print(child.pid, flush=True)\n"
         "time.sleep(120)\n"
     )
@@ -222,19 +223,19 @@ def test_only_prefects_server_is_tied_and_only_when_prefect_starts_one_on_linux(
     monkeypatch.setattr(prefect_server, "subprocess", real)  # put back after the test, whatever it did
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         monkeypatch.setattr(sys, "platform", "darwin")
-        _tie_prefect_server()
+        tie_prefect_server()
         assert prefect_server.subprocess is real, "a no-op on macOS"
         monkeypatch.setattr(sys, "platform", "linux")
         with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
-            _tie_prefect_server()
+            tie_prefect_server()
             assert prefect_server.subprocess is real, "no temporary server with an API URL: nothing to tie"
-        _tie_prefect_server()
-        assert isinstance(prefect_server.subprocess, _TiedSubprocess)
+        tie_prefect_server()
+        assert isinstance(prefect_server.subprocess, TiedSubprocess)
         assert prefect_server.subprocess.TimeoutExpired is subprocess.TimeoutExpired  # the rest is `subprocess`
-        _tie_prefect_server()  # idempotent
-        assert isinstance(prefect_server.subprocess, _TiedSubprocess)
+        tie_prefect_server()  # idempotent
+        assert isinstance(prefect_server.subprocess, TiedSubprocess)
 
-    assert _exit_with_us(["git", "status"]) == ["git", "status"]
-    assert _exit_with_us([sys.executable, "-m", "http.server"]) == [sys.executable, "-m", "http.server"]
-    tied = _exit_with_us([sys.executable, "-m", "uvicorn", "--port", "1"])
+    assert exit_with_us(["git", "status"]) == ["git", "status"]
+    assert exit_with_us([sys.executable, "-m", "http.server"]) == [sys.executable, "-m", "http.server"]
+    tied = exit_with_us([sys.executable, "-m", "uvicorn", "--port", "1"])
     assert tied[:2] == [sys.executable, "-c"] and tied[3:] == [str(os.getpid()), "-m", "uvicorn", "--port", "1"]

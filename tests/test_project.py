@@ -115,3 +115,44 @@ def test_the_layering_contracts_hold_and_can_fail(tmp_path):
     broken = subprocess.run(lint, cwd=tmp_path, capture_output=True, text=True, timeout=120,
                             env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})  # fmt: skip
     assert broken.returncode != 0 and "flows.coincap.client -> prefect" in broken.stdout, broken.stdout[-2000:]
+
+
+MAX_MODULE_LINES = 600
+
+
+def private_imports(source: str) -> list[str]:
+    """`from flows… import _name` in a module's source: a private name taken from another module."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "flows":
+            found += [
+                f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_") and not a.name.endswith("__")
+            ]
+    return found
+
+
+def oversized(root: Path) -> dict[str, int]:
+    sizes = {str(p.relative_to(root)): len(p.read_text().splitlines()) for p in (root / "flows").rglob("*.py")}
+    return {path: n for path, n in sizes.items() if n > MAX_MODULE_LINES}
+
+
+def test_no_module_imports_a_private_name_of_another_and_the_check_can_fail():
+    """Modules and tests use each other's public names only (a leading underscore means "this module's own")."""
+    offenders = {
+        str(path.relative_to(ROOT)): found
+        for folder in ("flows", "tests")
+        for path in (ROOT / folder).rglob("*.py")
+        if (found := private_imports(path.read_text()))
+    }
+    assert offenders == {}, f"private names imported across modules: {offenders}"
+    assert private_imports("from flows.coincap.client import _planted\n") == ["flows.coincap.client._planted"]
+    assert private_imports("from flows.coincap import (\n    client,\n    _planted,\n)\n") == ["flows.coincap._planted"]
+
+
+def test_no_module_is_over_600_lines_and_the_check_can_fail(tmp_path):
+    assert oversized(ROOT) == {}, f"split these modules (over {MAX_MODULE_LINES} lines): {oversized(ROOT)}"
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "big.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
+    assert oversized(tmp_path) == {"flows/big.py": MAX_MODULE_LINES + 1}

@@ -1,9 +1,10 @@
 """Data-quality checks: a good snapshot raises nothing, a bad one trips exactly the right checks, results are stored.
 
-Snapshots go through the real flow (local CoinCap stand-in → lake → dbt → checks). The bad snapshot comes from
-`Catalog.with_bad_values`: every record passes its contract (Pandera rejects negatives at ingestion, tested
-elsewhere) but values are wrong. Checks the stand-in cannot reach (negative prices, duplicate keys) are tripped by
-editing the marts of a copy of the demo warehouse.
+Snapshots go through the real flow (local CoinCap stand-in → lake → dbt build, whose data tests check what reads
+one model → the Python checks, what crosses systems). The bad snapshot comes from `Catalog.with_bad_values`: every
+record passes its contract (Pandera rejects negatives at ingestion, tested elsewhere) but values are wrong. Checks
+the stand-in cannot reach (negative prices, duplicate keys) are tripped by editing the marts of a copy of the demo
+warehouse; then `dbt test` runs the data tests again.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from sqlglot import exp
 
 from flows import quality
 from flows.quality import CHECKS, CheckResult, QualityReport, Snap, compile_checks, run_checks
+from flows.quality.dbt_results import DbtTest, check_name_of, check_results, declared_checks, read_tests, target_dir
 from flows.settings import Settings, use_settings
 from flows.snapshot import SnapshotSummary, snapshot_flow
 from flows.standin import Catalog, StubServer
@@ -156,10 +158,18 @@ def test_the_demo_snapshot_passes_every_check_but_a_real_max_supply_defect(demo:
     # The one finding is real CoinCap data (2025-03): mantra-dao's circulating supply above its max supply.
     assert [(r.check_name, r.status) for r in report.warned] == [("validity.supply_within_max_supply", "warn")]
     assert "mantra-dao" in report.warned[0].detail and "floki-inu" not in report.warned[0].detail  # max 0 = none
-    # Markets recorded in 2018 are too stale to compare with 2025 prices: said so, not failed.
+    # Markets recorded in 2018 are too stale to compare with 2025 prices: left out, not failed.
     markets = by_name(report)["consistency.market_prices_match_asset"]
-    assert markets.status == "pass" and markets.detail.startswith("0 assets with fresh markets")
+    assert (
+        markets.status == "pass"
+        and markets.detail == "no failing rows (dbt test dq_consistency__market_prices_match_asset)"
+    )
     assert by_name(report)["consistency.rates_match_assets"].failing_rows == 0
+    # The checks that read one model are the dbt build's data tests, which warned once; the report read them.
+    assert demo.summary.dbt is not None and demo.summary.dbt.statuses["warn"] >= 1
+    dbt_checks = set(declared_checks(target_dir(demo.settings)))
+    assert len(dbt_checks) >= 20 and dbt_checks <= {r.check_name for r in report.results}
+    assert not dbt_checks & {c.name for c in CHECKS}, "each check is a dbt test or Python's, not both"
     assert report.summary_line() == f"{len(report.results)} checks: {len(report.results) - 1} pass, 1 warn " \
         "(validity.supply_within_max_supply)"  # fmt: skip
 
@@ -178,12 +188,16 @@ def test_the_demo_snapshot_passes_every_check_but_a_real_max_supply_defect(demo:
 
 
 def test_a_good_synthetic_snapshot_passes_every_check(bad: BadRun) -> None:
+    # The bad snapshot came later: `dbt test` reads the snapshot asked for (PIPELINE_DQ_SNAPSHOT_ID), not the latest.
     report = run_checks(bad.settings, snapshot_id=bad.good_snapshot, store=False)
     assert report.snapshot_id == bad.good_snapshot
     assert [r for r in report.results if r.status != "pass"] == []
-    # the comparisons really compared something
-    assert by_name(report)["consistency.market_prices_match_asset"].detail.startswith(("1", "2", "3", "4", "5"))
-    assert "not compared" not in by_name(report)["consistency.rates_match_assets"].detail
+    assert bad.summary.quality is not None
+    assert {r.check_name for r in report.results} == {r.check_name for r in bad.summary.quality.results}
+    # the comparisons are dbt tests that ran on this snapshot
+    for name in ("consistency.market_prices_match_asset", "consistency.rates_match_assets", "anomaly.price_jump"):
+        assert by_name(report)[name].detail.startswith("no failing rows (dbt test dq_"), name
+        assert report.snapshots[name] == bad.good_snapshot
 
 
 # ---------------------------------------------------------------------------------------------- a bad snapshot
@@ -205,6 +219,8 @@ def test_a_bad_snapshot_trips_exactly_the_right_checks_and_names_the_culprits(ba
         assert results[name].failing_rows and results[name].failing_rows >= 1
     assert "80" in results["anomaly.price_jump"].detail  # +80.0%
     assert not report.ok and report.summary_line().endswith(f"({', '.join(r.check_name for r in report.failed)})")
+    # In `dbt build` each of those is a data test that warned (the build went on); the report read the build's.
+    assert bad.summary.dbt.statuses["warn"] >= len(BAD_FAILS) + len(BAD_WARNS)
 
 
 def test_the_bad_snapshot_alerts_the_webhook_and_shows_on_the_health_view(bad: BadRun) -> None:
@@ -248,7 +264,10 @@ def test_the_quality_command_prints_the_checks_and_exits_6_on_failure(
     printed = capsys.readouterr()
     assert "1 warn (validity.supply_within_max_supply)" in printed.out
     after = LocalWarehouse(demo.settings.duckdb_path).query("select count(*) from ops.dq_results")[1][0][0]
-    assert after - before == sum(1 for c in CHECKS if c.category == "validity"), "stored by default"
+    validity = [c for c in CHECKS if c.category == "validity"] + [
+        name for name, category in declared_checks(target_dir(demo.settings)).items() if category == "validity"
+    ]
+    assert after - before == len(validity) >= 8, "stored by default"
 
     assert run("--data-dir", str(demo.settings.data_dir), "--category", "nonsense") == 2
     assert "Unknown check category nonsense" in capsys.readouterr().err
@@ -275,24 +294,32 @@ def test_bad_values_pass_every_contract_and_leave_the_source_catalog_alone(name:
 # ---------------------------------------------------------------------------------------------- the checks themselves
 
 
-@pytest.fixture
-def tampered(demo: Run, tmp_path: Path) -> Settings:
-    """A copy of the demo warehouse with wrong rows written straight into the marts (no contract in the way)."""
+def demo_copy(demo: Run, tmp_path: Path) -> Settings:
+    """Settings for a copy of the demo warehouse (and dbt's parse state), reading the demo's lake."""
     data = tmp_path / "data"
     data.mkdir()
     for suffix in ("", ".wal"):
         source = Path(f"{demo.settings.duckdb_path}{suffix}")
         if source.exists():
             shutil.copy(source, data / f"warehouse.duckdb{suffix}")
+    (data / "lake").symlink_to(demo.settings.lake_dir)
+    shutil.copytree(demo.settings.data_dir / "dbt" / "target", data / "dbt" / "target")  # partial parse: seconds
+    return demo.settings.model_copy(update={"data_dir": data})
+
+
+@pytest.fixture
+def tampered(demo: Run, tmp_path: Path) -> Settings:
+    """A copy of the demo warehouse with wrong rows written straight into the marts (no contract in the way)."""
+    settings = demo_copy(demo, tmp_path)
     assets, markets = "marts.fct_asset_snapshots", "marts.fct_market_snapshots"
-    with duckdb.connect(str(data / "warehouse.duckdb")) as con:
+    with duckdb.connect(str(settings.duckdb_path)) as con:
         con.execute(f"update {assets} set price_usd = -1 where asset_id = 'dogecoin'")
         con.execute(f"update {assets} set market_cap_usd = -5 where asset_id = 'solana'")
         con.execute(f"insert into {assets} select * from {assets} where asset_id = 'tron'")
         con.execute("update marts.fct_rates set rate_usd = 0 where rate_id = 'euro'")
         con.execute(f"update {markets} set percent_exchange_volume = 150 where exchange_id = 'gemini'")
         con.execute(f"update {markets} set market_rank = 0 where exchange_id = 'kraken'")
-    return demo.settings.model_copy(update={"data_dir": data})
+    return settings
 
 
 def test_defects_the_contracts_would_stop_are_caught_in_the_marts_too(tampered: Settings, demo: Run) -> None:
@@ -314,11 +341,11 @@ def test_defects_the_contracts_would_stop_are_caught_in_the_marts_too(tampered: 
     assert results["uniqueness.asset_id_per_snapshot"].observed == 1.0  # one extra row
 
 
-def test_a_check_that_cannot_run_is_an_error_and_the_others_still_run(
-    demo: Run, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(quality.RELATIONS, "rates", ("marts", "fct_rates_gone", ("rate_id",)))
-    report = run_checks(demo.settings, snapshot_id=demo.summary.snapshot_id, store=False)
+def test_a_check_that_cannot_run_is_an_error_and_the_others_still_run(demo: Run, tmp_path: Path) -> None:
+    settings = demo_copy(demo, tmp_path)
+    with duckdb.connect(str(settings.duckdb_path)) as con:
+        con.execute("alter table marts.fct_rates rename to fct_rates_gone")  # dbt tests and Python checks read it
+    report = run_checks(settings, snapshot_id=demo.summary.snapshot_id, store=False)
     errors = {r.check_name: r.detail for r in report.results if r.status == "error"}
     assert set(errors) == {
         "freshness.rates", "validity.rates_positive", "consistency.rates_match_assets",
@@ -327,7 +354,7 @@ def test_a_check_that_cannot_run_is_an_error_and_the_others_still_run(
         "completeness.marts_match_lake", "completeness.row_count_stable", "validity.timestamps_not_in_future",
     }, errors  # fmt: skip
     for detail in errors.values():
-        assert detail.startswith("could not run: ") and "fct_rates_gone" in detail and "\n" not in detail
+        assert detail.startswith("could not run: ") and "fct_rates does not exist" in detail and "\n" not in detail
     assert statuses(report)["consistency.market_cap_matches_price_supply"] == "pass"
     assert not report.ok and "error" in report.summary_line()
 
@@ -344,20 +371,18 @@ def test_every_check_compiles_to_bigquery_sql_that_reads_only_its_partitions() -
         return Snap(dataset, snapshot_id(ts), ts.date(), ts)
 
     current = {d: snap(d, now - timedelta(hours=1)) for d in quality.DATASETS}
-    previous = {d: snap(d, now - timedelta(days=1, hours=1)) for d in quality.DATASETS}
-    compiled = compile_checks(settings, current, previous, now=now)
+    compiled = compile_checks(settings, current, now=now)
     sql_checks = {c.name for c in CHECKS if c.name != "freshness.lake_sources"}
     assert set(compiled) == sql_checks, "every SQL check compiles with every dataset present"
-    partition = {"fct_asset_snapshots", "fct_market_snapshots", "fct_rates", "stg_coincap__exchanges",
-                 "stg_coincap__assets"}  # fmt: skip
+    # Python checks only what crosses systems: what a model's rows say is dbt's (tests/generic/dq_*.sql)
+    assert {c.category for c in CHECKS} == {"completeness", "freshness"}
+    partition = {"fct_asset_snapshots", "fct_market_snapshots", "fct_rates", "fct_exchange_snapshots"}
     for name, sql in compiled.items():
         tree = sqlglot.parse_one(sql, read="bigquery", error_level=sqlglot.ErrorLevel.RAISE)
         assert not list(tree.find_all(exp.Command)), f"{name}: sqlglot could not parse part of it"
         tables = list(tree.find_all(exp.Table))
         assert tables, name
         for table in tables:
-            if table.name in ("population", "scored", "ranked"):
-                continue
             assert table.catalog == "example-project", f"{name}: {table.sql('bigquery')} not qualified"
             assert table.db in ("coincap_marts", "coincap_staging", "coincap_ops"), f"{name}: {table.db}"
             if table.name not in partition | {"pipeline_runs"}:
@@ -421,7 +446,7 @@ def test_bigquery_stores_results_in_a_day_partitioned_table(bq_emulator: BigQuer
 # ---------------------------------------------------------------------------------------------- freshness
 
 
-def test_freshness_follows_the_schedules_and_the_dbt_sources_agree() -> None:
+def test_freshness_follows_the_schedules_and_the_dbt_sources_read_them() -> None:
     gcp = quality.freshness_thresholds(
         Settings(_env_file=None, PIPELINE_TARGET="gcp", GCP_PROJECT_ID="p")  # type: ignore[call-arg]
     )
@@ -430,9 +455,20 @@ def test_freshness_follows_the_schedules_and_the_dbt_sources_agree() -> None:
         "assets": (24.0, 49.0, True), "rates": (24.0, 49.0, True), "exchanges": (24.0, 49.0, True),
         "markets": (168.0, 337.0, True),
     }  # fmt: skip
+    # Written once: the sources yml has no thresholds of its own, only the vars the pipeline passes.
     sources = (ROOT / "dbt/models/staging/coincap/_coincap__sources.yml").read_text()
-    defaults = {m[0]: int(m[1]) for m in re.findall(r"var\('(freshness_\w+)', (\d+)\)", sources)}
-    assert defaults == quality.dbt_freshness_vars(gcp), "the sources' default thresholds are prefect.yaml's"
+    read = re.findall(r"var\('(freshness_\w+)'(, [^)]*)?\)", sources)
+    assert {name for name, _ in read} == set(quality.dbt_freshness_vars(gcp))
+    assert {default for _, default in read} == {", none"}, "no threshold written in the yml"
+    from flows.quality.freshness import freshness_vars_args
+
+    settings = Settings(_env_file=None, PIPELINE_TARGET="gcp", GCP_PROJECT_ID="p")  # type: ignore[call-arg]
+    passed = json.loads(freshness_vars_args(settings).pop())
+    assert passed == quality.dbt_freshness_vars(gcp) == {
+        **{f"freshness_{d}_{k}": v for d in ("assets", "rates", "exchanges") for k, v in
+           (("warn_hours", 25), ("error_hours", 49), ("days", 4))},
+        "freshness_markets_warn_hours": 169, "freshness_markets_error_hours": 337, "freshness_markets_days": 16,
+    }  # fmt: skip
 
     local = quality.freshness_thresholds(Settings(_env_file=None))  # type: ignore[call-arg]
     assert {f.error_hours for f in local.values()} == {49.0} and not any(f.scheduled for f in local.values())
@@ -461,3 +497,150 @@ def test_summary_line_names_failures_before_warnings() -> None:
     assert [r.check_name for r in report.failed] == ["c.z"] and not report.ok
     report = QualityReport("r", None, when, [result("a.x", "pass"), result("b.y", "warn")])
     assert report.summary_line() == "2 checks: 1 pass, 1 warn (b.y)" and report.ok
+
+
+# ---------------------------------------------------------------------------------------------- dbt data tests
+
+
+def test_a_dbt_test_that_warns_lands_in_dq_results_with_observed_threshold_and_failing_keys(bad: BadRun) -> None:
+    report = bad.summary.quality
+    assert report is not None
+    _, rows = LocalWarehouse(bad.settings.duckdb_path).query(
+        "select check_name, severity, status, observed, threshold, failing_rows, detail, snapshot_id"
+        f" from ops.dq_results where run_id = '{report.run_id}'"
+    )
+    stored = {r[0]: r[1:] for r in rows}
+    jump = bad.catalog.bad_values["price_jump"]
+    # a warn-severity test: observed the largest move, against PIPELINE_DQ_PRICE_JUMP_PCT (a test argument)
+    assert stored["anomaly.price_jump"][:5] == ("warn", "warn", 80.0, 50.0, 1), stored["anomaly.price_jump"]
+    assert (
+        f"{jump} 80.0%" in stored["anomaly.price_jump"][5]
+        and "dq_anomaly__price_jump" in stored["anomaly.price_jump"][5]
+    )
+    assert stored["anomaly.price_jump"][6] == report.snapshot_id
+    # an error-severity one: the build only warned (the data is modeled), the quality run fails
+    cap = stored["consistency.market_cap_matches_price_supply"]
+    assert cap[:2] == ("error", "fail") and cap[3] == 1.0 and cap[4] == 1 and round(cap[2]) == 200, cap
+    assert bad.catalog.bad_values["market_cap_off"] in cap[5]
+    # a passing test stores its threshold and no failing rows
+    shares = stored["consistency.market_shares_per_exchange"]
+    assert shares[:5] == ("error", "pass", None, 100.5, 0), shares
+    # the failing keys come from the test's stored failures, which analysts can query too
+    _, failures = LocalWarehouse(bad.settings.duckdb_path).query(
+        "select failing_key, observed from ops.dq_anomaly__price_jump"
+    )
+    assert failures == [(f"{jump} 80.0%", 80.0)]
+
+
+def test_a_planted_bad_row_trips_its_dbt_test(tampered: Settings, demo: Run) -> None:
+    report = run_checks(tampered, snapshot_id=demo.summary.snapshot_id, categories={"consistency"}, store=False)
+    assert {r.category for r in report.results} == {"consistency"}
+    shares = by_name(report)["consistency.market_shares_per_exchange"]  # gemini's markets: 150% each
+    assert (shares.status, shares.severity, shares.threshold) == ("fail", "error", 100.5), shares
+    assert shares.observed is not None and shares.observed >= 150 and shares.failing_rows == 1
+    assert shares.detail.startswith("1 failing (dq_consistency__market_shares_per_exchange): gemini ")
+    # dogecoin's price of -1 and solana's market cap of -5 break price x supply too
+    cap = by_name(report)["consistency.market_cap_matches_price_supply"]
+    assert cap.status == "fail" and "dogecoin" in cap.detail and "solana" in cap.detail, cap
+    assert {r.check_name for r in report.failed} == {shares.check_name, cap.check_name}
+
+
+def test_dbt_test_names_are_check_names() -> None:
+    assert check_name_of("dq_validity__no_negative_prices") == "validity.no_negative_prices"
+    assert check_name_of("dq_validity__ranks_positive__markets") == "validity.ranks_positive"
+    assert check_name_of("dq_completeness__row_count_stable__assets") == "completeness.row_count_stable"
+    for other in ("not_null_fct_rates_rate_id", "dq_nonsense__x", "dq_freshness__assets", "dq_validity"):
+        assert check_name_of(other) is None, other
+
+
+def test_the_tests_of_one_check_make_one_result(tmp_path: Path) -> None:
+    """Two datasets' tests of one check: the worst status, failing rows and keys of both, the observed aggregate."""
+    nodes = {
+        f"test.coincap.{name}.x": {"resource_type": "test", "name": name, "attached_node": f"model.coincap.{model}",
+                                   "description": "Ranks are 1 or more.",
+                                   "config": {"meta": {"dq_observed": "min", "dq_threshold": None}}}
+        for name, model in (("dq_validity__ranks_positive__assets", "fct_asset_snapshots"),
+                            ("dq_validity__ranks_positive__markets", "fct_market_snapshots"),
+                            ("dq_anomaly__price_jump", "fct_asset_snapshots"))
+    }  # fmt: skip
+    nodes["test.coincap.dq_anomaly__price_jump.x"]["config"]["meta"].update(
+        dq_observed="max", dq_threshold="50.0", dq_severity="warn"
+    )
+    results = [
+        {"unique_id": "test.coincap.dq_validity__ranks_positive__assets.x", "status": "warn", "failures": 2,
+         "relation_name": '"w"."ops"."a"'},
+        {"unique_id": "test.coincap.dq_validity__ranks_positive__markets.x", "status": "warn", "failures": 1,
+         "relation_name": '"w"."ops"."m"'},
+        {"unique_id": "test.coincap.dq_anomaly__price_jump.x", "status": "pass", "failures": 0},
+        {"unique_id": "model.coincap.fct_rates", "status": "success"},
+    ]  # fmt: skip
+    (tmp_path / "run_results.json").write_text(json.dumps({"results": results}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"nodes": nodes}))
+    tests = read_tests(tmp_path)
+    assert [(t.check_name, t.dataset, t.severity, t.threshold) for t in tests] == [
+        ("validity.ranks_positive", "assets", "error", None), ("validity.ranks_positive", "markets", "error", None),
+        ("anomaly.price_jump", "assets", "warn", 50.0),
+    ]  # fmt: skip
+    assert all(isinstance(t, DbtTest) for t in tests)
+    assert read_tests(tmp_path, "build") == [], "results of no `dbt build` are not taken for the build's"
+
+    failures = {'"w"."ops"."a"': [("btc 0", 0.0), ("eth -1", -1.0)], '"w"."ops"."m"': [("k/b/q -3", -3.0)]}
+
+    def query(sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        rows = sorted(next(v for k, v in failures.items() if k in sql), key=lambda r: r[1])
+        values = [r[1] for r in rows]
+        names = ["failing_key", "observed", "failing_rows", "lowest", "highest", "total"]
+        return names, [(*r, len(rows), min(values), max(values), sum(values)) for r in rows]
+
+    day = datetime(2026, 11, 21, tzinfo=UTC)
+    ctx = quality.Context(Settings(_env_file=None), now=day, snapshot_id=None, query=query)  # type: ignore[call-arg]
+    ctx.current.update(
+        assets=Snap("assets", "20261121T000000Z", date(2026, 11, 21), day),
+        markets=Snap("markets", "20261120T000000Z", date(2026, 11, 20), day - timedelta(days=1)),
+    )
+    (jump, jump_snapshot), (ranks, ranks_snapshot) = check_results(tests, ctx)
+    assert (ranks.check_name, ranks.dataset, ranks.status, ranks.observed, ranks.failing_rows) == (
+        "validity.ranks_positive",
+        "all",
+        "fail",
+        -3.0,
+        3,
+    )
+    samples = "assets eth -1, assets btc 0, markets k/b/q -3"
+    assert ranks.detail == f"3 failing (2 dbt tests dq_validity__ranks_positive__*): {samples}"
+    assert ranks_snapshot is None, "two snapshots: the row names none"
+    assert (jump.status, jump.severity, jump.threshold, jump.failing_rows, jump_snapshot) == (
+        "pass",
+        "warn",
+        50.0,
+        0,
+        "20261121T000000Z",
+    )
+    # a dataset the snapshot under check does not hold is left out
+    ctx.current["markets"] = None
+    _, (ranks, _) = check_results(tests, ctx)
+    assert (ranks.dataset, ranks.failing_rows) == ("assets", 2)
+
+
+def test_the_price_jump_threshold_has_one_default() -> None:
+    import yaml
+
+    from flows.warehouse.dbt import dbt_vars
+
+    dbt_default = yaml.safe_load((ROOT / "dbt" / "dbt_project.yml").read_text())["vars"]["dq_price_jump_pct"]
+    assert dbt_default == Settings.model_fields["dq_price_jump_pct"].default, "dbt_project.yml's fallback"
+    tuned = Settings(_env_file=None, PIPELINE_DQ_PRICE_JUMP_PCT=30)  # type: ignore[call-arg]
+    assert dbt_vars(tuned)["dq_price_jump_pct"] == 30, "the setting reaches dbt's test argument"
+    yml = (ROOT / "dbt" / "models" / "marts" / "fct_asset_snapshots.yml").read_text()
+    assert "max_pct: \"{{ var('dq_price_jump_pct') }}\"" in yml
+
+
+def test_no_sql_dialect_in_python() -> None:
+    """Engine differences stay in dbt's dispatched macros: the Python checks' SQL is what both engines speak."""
+    dialect = re.compile(r"approx_quantiles|median\(|timestamp_diff|date_diff|float64|varchar|::|string_agg|"
+                         r"timestamptz|\bsafe_cast|try_cast|\bdateadd|\binterval\b", re.I)  # fmt: skip
+    for path in sorted((ROOT / "flows" / "quality").glob("*.py")):
+        code = "\n".join(line for line in path.read_text().splitlines() if not line.strip().startswith("#"))
+        code = re.sub(r'"""[\s\S]*?"""', "", code)  # docstrings may name them
+        assert not dialect.findall(code), f"{path.name}: {dialect.findall(code)}"
+        assert len(path.read_text().splitlines()) <= 500, f"{path.name} is over 500 lines"

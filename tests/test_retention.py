@@ -123,11 +123,13 @@ def test_every_dbt_invocation_passes_the_retention(tmp_path: Path, monkeypatch: 
 
     build, freshness, compile_ = calls
     assert build[:1] == ["build"] and "fct_rates" in build
-    assert dbt_vars(build) == {"granular_partition_expiration_days": 400}
+    assert dbt_vars(build) == {"granular_partition_expiration_days": 400, "dq_price_jump_pct": 50.0}
     assert freshness[:2] == ["source", "freshness"] and "source:coincap.assets" in freshness
-    assert dbt_vars(freshness) == {"granular_partition_expiration_days": 400, "freshness_assets_days": 2}
+    assert dbt_vars(freshness) == {"granular_partition_expiration_days": 400, "dq_price_jump_pct": 50.0,
+                                   "freshness_assets_days": 2}  # fmt: skip
     # A caller's explicit value wins (a deliberate override, as on the dbt CLI).
-    assert dbt_vars(compile_) == {"granular_partition_expiration_days": 40, "test_recent_days": 1}
+    assert dbt_vars(compile_) == {"granular_partition_expiration_days": 40, "dq_price_jump_pct": 50.0,
+                                 "test_recent_days": 1}  # fmt: skip
 
 
 def test_one_retention_setting_with_one_default_everywhere():

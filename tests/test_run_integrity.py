@@ -17,10 +17,11 @@ import pyarrow as pa
 import pytest
 
 from flows.errors import ApiUnavailable, DataDirBusy, NotWritable, QuotaExhausted, StorageError
-from flows.flow_support import retry_if_transient
+from flows.lake.factory import storage_wrapper
 from flows.lake.lock import data_dir_lock, holder_pid
 from flows.lake.parquet import StagedParquet
-from flows.lake.storage import LocalStorage, StorageWrapper
+from flows.lake.storage import StorageWrapper
+from flows.orchestration.runs import retry_if_transient
 from flows.snapshot import snapshot_flow
 from flows.standin import Faults
 from flows.warehouse.local_duckdb import LocalWarehouse
@@ -100,12 +101,9 @@ class _FailingLake(StorageWrapper):
         super().put_file(local_path, key)
 
 
-def test_a_failed_publish_records_only_the_datasets_in_the_lake_as_completed(prefect_api, settings, stub, monkeypatch):
-    import flows.snapshot
-
-    monkeypatch.setattr(flows.snapshot, "lake_storage", lambda s: _FailingLake(LocalStorage(s.lake_dir)))
+def test_a_failed_publish_records_only_the_datasets_in_the_lake_as_completed(prefect_api, settings, stub):
     started = time.monotonic()
-    with pytest.raises(NotWritable):
+    with storage_wrapper(_FailingLake), pytest.raises(NotWritable):
         snapshot_flow(snapshot_id="20261121T053000Z", transform=False)
     assert time.monotonic() - started < 30, "a permanent lake error is not retried"
 

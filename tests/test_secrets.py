@@ -69,7 +69,7 @@ def test_a_key_with_a_trailing_newline_is_stripped_and_said_once(caplog) -> None
 def test_a_key_with_whitespace_or_control_characters_inside_is_refused_without_quoting_it(
     bad: str, monkeypatch
 ) -> None:
-    from flows.cli import load_settings
+    from flows.cli.options import load_settings
 
     pieces = [p for p in bad.replace("\x00", " ").split() if len(p) >= 5]
     with pytest.raises(ValidationError) as caught:
@@ -213,7 +213,8 @@ def test_both_warehouse_writers_store_redacted_error_and_detail(tmp_path: Path, 
 def test_alert_events_and_error_lines_are_redacted(monkeypatch) -> None:
     import prefect.events
 
-    from flows.ops.alerts import Alert, _emit_event, error_line
+    from flows.ops.alerts import Alert, error_line
+    from flows.orchestration.alerting import emit_alert_event
 
     register_secret(CANARY_KEY)
     emitted: list[dict[str, Any]] = []
@@ -221,7 +222,7 @@ def test_alert_events_and_error_lines_are_redacted(monkeypatch) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:1/api"}):
-        _emit_event(Alert("data_quality", f"t {CANARY_KEY}", f"x {CANARY_KEY}", "error",
+        emit_alert_event(Alert("data_quality", f"t {CANARY_KEY}", f"x {CANARY_KEY}", "error",
                           {"snapshot": "20261121T053000Z", "failing checks": f"c {CANARY_KEY}"}))  # fmt: skip
     assert emitted and CANARY_KEY not in json.dumps(emitted, default=str)
     # Redacted before the cut to one line: a key straddling the cut would leave its first characters.

@@ -68,7 +68,8 @@ def test_check_sql_accepts_every_statement_bigquery_would_run(checked, bigquery_
     models = [n for n in nodes if n["resource_type"] == "model"]
     data_tests = [n for n in nodes if n["resource_type"] == "test"]
     assert report.counts["model"] == len(models) >= 20
-    assert report.counts["data-test"] == len(data_tests) > 150
+    stored = [n for n in data_tests if n["config"].get("store_failures")]  # CREATE TABLE of the failures, then a count
+    assert report.counts["data-test"] == len(data_tests) + len(stored) > 150
     assert report.counts["model-incremental"] >= len(models)  # incremental tables send several statements
     assert report.counts["preflight"] == len(models)
 
@@ -366,11 +367,11 @@ def _independent_analyzer() -> tuple[Any, Any, _IndependentCatalog]:
     from zetasql.core.local_service import ZetaSqlLocalService
     from zetasql.types import AnalyzerOptions, ProductMode
 
-    from flows.ops.sql_check.analyzer import _wasm_client  # only the loaded WebAssembly module is shared
-    from flows.warehouse.local_duckdb import _DQ_DDL, _RUNS_DDL
+    from flows.contracts.ops_tables import DQ_DDL, RUNS_DDL
+    from flows.ops.sql_check.analyzer import wasm_client  # only the loaded WebAssembly module is shared
 
     service = ZetaSqlLocalService.__new__(ZetaSqlLocalService)
-    service.wasm_client = _wasm_client(Settings(_env_file=None).cache_dir)  # type: ignore[call-arg]
+    service.wasm_client = wasm_client(Settings(_env_file=None).cache_dir)  # type: ignore[call-arg]
     language = service.get_language_options(maximum_features=True)
     language.product_mode = ProductMode.PRODUCT_EXTERNAL
     language.supported_statement_kinds = []
@@ -381,7 +382,7 @@ def _independent_analyzer() -> tuple[Any, Any, _IndependentCatalog]:
             kind = _simple(f["type"])
             columns.append((f["name"], TypeFactory.create_array_type(kind) if f["mode"] == "REPEATED" else kind))
         catalog.add("coincap_raw", name, columns)
-    for ddl in (_RUNS_DDL, _DQ_DDL):
+    for ddl in (RUNS_DDL, DQ_DDL):
         catalog.add("coincap_ops", *_duckdb_table(ddl))
     return service, AnalyzerOptions(language_options=language, default_timezone="UTC"), catalog
 
@@ -419,9 +420,9 @@ def _duckdb_table(ddl: str) -> tuple[str, list[tuple[str, Any]]]:
     ],
 )
 def test_created_tables_land_where_bigquery_puts_them(path: list[str], expected: tuple[str, str, str]) -> None:
-    from flows.ops.sql_check.analyzer import _table_path
+    from flows.ops.sql_check.analyzer import table_path
 
-    assert _table_path(path, Catalog(PROJECT, default_dataset="coincap_marts")) == expected
+    assert table_path(path, Catalog(PROJECT, default_dataset="coincap_marts")) == expected
 
 
 def test_an_incremental_run_that_retypes_a_column_is_caught(analyzer_catalog: Catalog) -> None:

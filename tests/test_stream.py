@@ -36,13 +36,15 @@ from hcl2 import SerializationOptions
 
 from flows.contracts.stream import DATASET, GAPS_DATASET, TICK_SCHEMA
 from flows.errors import AuthError, StorageError
+from flows.ingest.stream import StreamSummary, stream_prices
+from flows.ingest.stream_lake import LakeWriter
 from flows.lab.stream_bench import measure_freshness
 from flows.lake import compaction
 from flows.lake.compaction import compact
 from flows.lake.storage import LocalStorage
 from flows.settings import Settings, use_settings
 from flows.standin.ws import Frame, StreamFaults, StubPriceStream
-from flows.stream import StreamSummary, _LakeWriter, stream_flow, stream_prices
+from flows.stream import stream_flow
 from flows.warehouse.dbt import run_dbt
 from tests.conftest import fast_settings
 from tests.lake_fixtures import asset, num, write_snapshot
@@ -97,6 +99,7 @@ def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> FaultyRun:
             result["summary"] = stream_prices(
                 settings,
                 ["bitcoin", "ethereum", "solana"],
+                storage=LocalStorage(settings.lake_dir),
                 ws_url=server.url,
                 batch_seconds=0.25,
                 idle_timeout_s=0.75,
@@ -204,13 +207,16 @@ def test_a_bad_key_stops_at_once(tmp_path: Path) -> None:
             settings = fast_settings(tmp_path / auth_failure, "http://127.0.0.1:9/v3", COINCAP_API_KEY=KEY)
             started = time.perf_counter()
             with pytest.raises(AuthError) as err:
-                stream_prices(settings, ["bitcoin"], ws_url=server.url, max_seconds=20)
+                stream_prices(
+                    settings, ["bitcoin"], storage=LocalStorage(settings.lake_dir), ws_url=server.url, max_seconds=20
+                )
             assert time.perf_counter() - started < 3
             assert server.rejected == 1, "retried a refused key"
             message = str(err.value)
             assert "\n" not in message and KEY not in message and "COINCAP_API_KEY" in message
     with pytest.raises(AuthError, match="COINCAP_API_KEY is not set"):
-        stream_prices(Settings(_env_file=None, PIPELINE_DATA_DIR=tmp_path), ["bitcoin"], ws_url="ws://127.0.0.1:9/")  # type: ignore[call-arg]
+        keyless = Settings(_env_file=None, PIPELINE_DATA_DIR=tmp_path)  # type: ignore[call-arg]
+        stream_prices(keyless, ["bitcoin"], storage=LocalStorage(keyless.lake_dir), ws_url="ws://127.0.0.1:9/")
 
 
 def test_the_key_is_never_logged_nor_written(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -218,10 +224,13 @@ def test_the_key_is_never_logged_nor_written(tmp_path: Path, caplog: pytest.LogC
     faults = StreamFaults(drop_every=5, garbage_every=3)
     with StubPriceStream(api_keys={KEY}, interval_s=0.01, faults=faults) as server:
         settings = fast_settings(tmp_path / "data", "http://127.0.0.1:9/v3", COINCAP_API_KEY=KEY)
-        summary = stream_prices(settings, ["bitcoin"], ws_url=server.url, batch_seconds=0.2, max_seconds=0.8)
+        lake = LocalStorage(settings.lake_dir)
+        summary = stream_prices(
+            settings, ["bitcoin"], storage=lake, ws_url=server.url, batch_seconds=0.2, max_seconds=0.8
+        )
     assert summary.gaps and summary.quarantined
     assert any("apiKey=***" in r.getMessage() for r in caplog.records)
-    assert any(r.name == "flows.stream.websockets" for r in caplog.records), "the client's own log is captured"
+    assert any(r.name == "flows.ingest.stream.websockets" for r in caplog.records), "the client's own log is captured"
     ours = [r for r in caplog.records if not r.name.startswith("flows.standin")]  # the stand-in logs requests
     assert ours and not [r for r in ours if KEY in r.getMessage()] and KEY not in repr(summary)
     assert not [p for p in settings.data_dir.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
@@ -304,7 +313,7 @@ def test_compaction_run_twice_or_after_a_crash_changes_nothing(faulty_run: Fault
 def hours_lake(lake: Path, day: date) -> tuple[LocalStorage, list[tuple[str, int, str]]]:
     """Micro-batch files over hours 00-03 of `day`, three per hour, written by the stream's own writer."""
     storage = LocalStorage(lake)
-    writer = _LakeWriter(storage, lake.parent / "staging", "abc123", max_failures=1)
+    writer = LakeWriter(storage, lake.parent / "staging", "abc123", max_failures=1)
     keys = []
     for hour in range(4):
         for batch in range(3):

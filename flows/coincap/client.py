@@ -21,30 +21,28 @@ What a hostile or broken server cannot do to it:
   and so is a request that got no answer at all (a dropped connection, a timeout), at the 1 credit every call
   costs (what CoinCap bills for an answer it never finished sending is not documented);
 - spend past a budget: with a `CreditBudget`, every request reserves its worst answer before it is sent.
+
+The meter and the budget are in `budget.py`, the call deadline in `deadline.py`, the redirect rule in
+`redirects.py`, and the reading of an answer's body and headers in `answers.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import json
-import math
 import random
-import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from flows.coincap.credits import credits_for
+from flows.coincap.answers import billed_credits, content_length, error_message, loads_exact, retry_after
+from flows.coincap.budget import CreditBudget, CreditMeter, OverBudget
+from flows.coincap.deadline import CallDeadline, DeadlineAdapter
+from flows.coincap.redirects import MAX_REDIRECTS, REDIRECT_STATUSES, redirect_target
 from flows.errors import ApiError, ApiUnavailable, AuthError, QuotaExhausted
 from flows.settings import Settings
 
@@ -53,119 +51,7 @@ _QUOTA_WORDS = ("usage limit", "monthly", "quota", "credits", "plan limit")
 
 # The bounds of one call are settings: COINCAP_CALL_DEADLINE (connect, redirects and the whole body, per attempt)
 # and COINCAP_MAX_BODY_BYTES (received and decoded; a full page of 2,000 records is under 1 MB).
-MAX_REDIRECTS = 5
 _CHUNK_BYTES = 64 * 1024
-_REDIRECTS = (301, 302, 303, 307, 308)
-
-
-@dataclass
-class CallStats:
-    """Calls, bytes and credits of one endpoint (or of a whole run)."""
-
-    calls: int = 0
-    failed_calls: int = 0
-    bytes: int = 0
-    credits: int = 0
-    retries: int = 0
-
-    def add(self, other: CallStats) -> None:
-        self.calls += other.calls
-        self.failed_calls += other.failed_calls
-        self.bytes += other.bytes
-        self.credits += other.credits
-        self.retries += other.retries
-
-
-@dataclass
-class CreditMeter:
-    """Thread-safe meter of every HTTP request answered (or sent and left unanswered), per endpoint path.
-
-    A call is billed by CoinCap's byte rule (`credits_for`), or by what the server says it billed when it sends a
-    billing header (`COINCAP_BILLING_HEADER`) and that is more. What is learnt from those headers sizes a budget's
-    later reservations by what this server really charges: `bill_ratio`, the largest billed / byte-rule ratio of
-    answers of 2,500 bytes or more, and `bill_floor`, the most a smaller answer was billed.
-    """
-
-    by_path: dict[str, CallStats] = field(default_factory=dict)
-    spent: int = 0  # credits of every call recorded: a running total, so a budget check is O(1)
-    bill_ratio: float = 1.0
-    bill_floor: int = 1
-    answered: int = 0  # calls answered 200 in full
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def record(self, path: str, body_bytes: int, *, ok: bool, retried: bool = False, billed: int | None = None) -> None:
-        by_rule = credits_for(body_bytes)
-        # Assume the worst: CoinCap says rejected calls may still be billed.
-        credits = max(by_rule, billed or 0)
-        with self._lock:
-            stats = self.by_path.setdefault(path, CallStats())
-            stats.calls += 1
-            stats.failed_calls += 0 if ok else 1
-            stats.bytes += body_bytes
-            stats.credits += credits
-            stats.retries += 1 if retried else 0
-            self.spent += credits
-            self.answered += 1 if ok else 0
-            if by_rule > 1:
-                self.bill_ratio = max(self.bill_ratio, credits / by_rule)
-            else:
-                self.bill_floor = max(self.bill_floor, credits)
-
-    def total(self) -> CallStats:
-        with self._lock:
-            total = CallStats()
-            for stats in self.by_path.values():
-                total.add(stats)
-            return total
-
-
-class OverBudget(Exception):
-    """The next request could cost more than what is left of a `CreditBudget`: it was not sent."""
-
-
-class CreditBudget:
-    """A credit limit shared by every call of a run (every thread, every client on its meter).
-
-    Before each request is sent (every attempt and every redirect hop is a request CoinCap may bill), the worst
-    answer it can bring is reserved: the call's body cap by the byte rule, scaled by what the server's billing
-    headers have shown (`CreditMeter.bill_ratio`, `bill_floor`). A request whose reservation does not fit is not
-    sent (`OverBudget`). After the answer the meter holds what it cost and the reservation is released, so spent +
-    reserved never passes `limit`. Until one answer has come back whole, requests go one at a time, so what the
-    first answer teaches applies to every later reservation.
-
-    The one answer a budget cannot bound is the first one a server bills above the byte rule before any header has
-    said so; a server that bills above the byte rule and never says so cannot be bounded by any client.
-    """
-
-    def __init__(self, limit: int | None, meter: CreditMeter | None = None) -> None:
-        self.limit = limit
-        self.meter = meter if meter is not None else CreditMeter()
-        self._reserved = 0
-        self._cond = threading.Condition()
-
-    def worst(self, cap_bytes: int) -> int:
-        """Credits reserved for one request whose body may be up to `cap_bytes`."""
-        meter = self.meter
-        return max(math.ceil(credits_for(cap_bytes) * meter.bill_ratio), meter.bill_floor)
-
-    def reserve(self, cap_bytes: int) -> int | None:
-        """Reserve the worst case of a request whose body may be up to `cap_bytes`: the amount reserved, or None
-        when the request could cross the limit."""
-        with self._cond:
-            if self.limit is not None:
-                while self._reserved and not self.meter.answered:
-                    self._cond.wait()
-            credits = self.worst(cap_bytes)
-            if self.limit is not None and self.meter.spent + self._reserved + credits > self.limit:
-                return None
-            self._reserved += credits
-            return credits
-
-    def release(self, credits: int) -> None:
-        """Give back a reservation, once the meter has recorded what its request cost."""
-        with self._cond:
-            self._reserved -= credits
-            self._cond.notify_all()
 
 
 @dataclass(frozen=True)
@@ -190,114 +76,6 @@ class _Transient(Exception):
         super().__init__(reason)
         self.reason = reason
         self.wait_s = wait_s
-
-
-# ---- the call deadline ------------------------------------------------------------------------------------
-
-_active = threading.local()  # .call: the _Deadline of the attempt running in this thread, if any
-
-
-class _Deadline:
-    """The deadline of one attempt. When it passes (or the client is aborted), every socket the attempt opened or
-    reused is shut down: a read blocked on a trickling server returns at once, whatever its per-read timeout."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.expired = False
-        self.aborted = False
-        self._done = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self.expire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Deadline:
-        _active.call = self
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._done = True
-        self._timer.cancel()
-        _active.call = None
-
-    def watch(self, sock: socket.socket) -> None:
-        with self._lock:
-            if not any(s is sock for s in self._sockets):
-                self._sockets.append(sock)
-            late = self.expired
-        if late:
-            _shut(sock)
-
-    def expire(self, *, abort: bool = False) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self.expired = True
-            self.aborted = self.aborted or abort
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shut(sock)
-
-
-def _shut(sock: Any) -> None:
-    """Shut a socket down for both directions: a thread blocked reading it wakes up with end-of-stream. The plain
-    socket's method, also on an SSL socket (its own would tear down TLS state another thread is using)."""
-    with contextlib.suppress(OSError, TypeError, ValueError):
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-def _watch(sock: Any) -> None:
-    call = getattr(_active, "call", None)
-    if call is not None and sock is not None:
-        call.watch(sock)
-
-
-class _Watched:
-    """Connection mixin: the sockets a call opens or reuses are handed to its deadline."""
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()  # type: ignore[misc]
-        _watch(sock)
-        return sock
-
-    def request(self, *args: Any, **kwargs: Any) -> Any:
-        _watch(getattr(self, "sock", None))  # a kept-alive connection: its socket is already open
-        return super().request(*args, **kwargs)  # type: ignore[misc]
-
-
-class _WatchedHTTPConnection(_Watched, HTTPConnection):
-    pass
-
-
-class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
-    pass
-
-
-class _WatchedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
-
-
-class _Adapter(HTTPAdapter):
-    """requests' adapter with connections whose sockets a call's deadline can shut down."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if type(manager) is urllib3.ProxyManager:  # a SOCKS manager keeps its own connection classes
-            manager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
-        return manager
 
 
 # ---- one exchange -----------------------------------------------------------------------------------------
@@ -351,11 +129,11 @@ class CoinCapClient:
         self._aborted = threading.Event()
         self._sleep = sleep or self._aborted.wait  # an abort also ends a backoff
         self._rng = rng or random.Random()
-        self._calls: set[_Deadline] = set()
+        self._calls: set[CallDeadline] = set()
         self._calls_lock = threading.Lock()
         self._session = requests.Session()
         # Retries are ours, not urllib3's: they must be metered and must respect the quota rules.
-        adapter = _Adapter(max_retries=0, pool_connections=4, pool_maxsize=8)
+        adapter = DeadlineAdapter(max_retries=0, pool_connections=4, pool_maxsize=8)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["User-Agent"] = USER_AGENT
@@ -441,7 +219,7 @@ class CoinCapClient:
         self, url: str, path: str, params: Mapping[str, Any] | None, *, retried: bool, cap: int
     ) -> tuple[Any, int | None, int]:
         """One attempt: the request and the redirects it is sent on, all within one deadline, every hop metered."""
-        call = _Deadline(self.call_deadline_s)
+        call = CallDeadline(self.call_deadline_s)
         with self._calls_lock:
             self._calls.add(call)
         try:
@@ -452,9 +230,9 @@ class CoinCapClient:
                     status, headers, body = self._exchange(
                         url, path, params, call, retried=retried and hop == 0, cap=cap
                     )
-                    if status not in _REDIRECTS:
+                    if status not in REDIRECT_STATUSES:
                         return self._answer(path, status, headers, body)
-                    url, params = self._redirect_target(path, url, status, headers), None
+                    url, params = redirect_target(self.base_url, path, url, status, headers), None
         finally:
             with self._calls_lock:
                 self._calls.discard(call)
@@ -464,7 +242,7 @@ class CoinCapClient:
         )
 
     def _exchange(
-        self, url: str, path: str, params: Mapping[str, Any] | None, call: _Deadline, *, retried: bool, cap: int
+        self, url: str, path: str, params: Mapping[str, Any] | None, call: CallDeadline, *, retried: bool, cap: int
     ) -> tuple[int, Mapping[str, str], bytes]:
         """Send one request and read its whole answer within the call's deadline and the body cap; meter it."""
         s = self.settings
@@ -482,8 +260,8 @@ class CoinCapClient:
                 url, params=params, timeout=(s.connect_timeout_s, s.read_timeout_s), stream=True, allow_redirects=False
             )
             got.status = response.status_code
-            got.declared = _content_length(response)
-            got.billed = _billed(response.headers, s.billing_header)
+            got.declared = content_length(response)
+            got.billed = billed_credits(response.headers, s.billing_header)
             body = self._read_body(response, got, cap)
             if call.expired:  # a cut socket can look like the end of a body sent without a length
                 raise _Transient(self._expired_reason(call))
@@ -534,7 +312,7 @@ class CoinCapClient:
             if self.budget is not None:
                 self.budget.release(reserved)  # after the meter has the cost: spent + reserved never dips
 
-    def _expired_reason(self, call: _Deadline) -> str:
+    def _expired_reason(self, call: CallDeadline) -> str:
         if call.aborted:
             return "cancelled: the run is stopping"
         return f"no complete answer within the {call.seconds:g}-s call deadline"
@@ -554,27 +332,10 @@ class CoinCapClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _redirect_target(self, path: str, url: str, status: int, headers: Mapping[str, str]) -> str:
-        """The URL a redirect points to, if it stays on the base URL's host; otherwise a one-line ApiError."""
-        location = headers.get("Location")
-        if not location:
-            raise ApiError(
-                f"CoinCap answered {path} with HTTP {status} and no Location.",
-                f"Check COINCAP_API_BASE_URL (now {self.base_url}): it should be the v3 API root.",
-            )
-        target = urljoin(url, location.strip())
-        if not _same_host(self.base_url, target):
-            raise ApiError(
-                f"CoinCap redirected {path} to another host ({_origin(target)}); not followed, so the API key was "
-                "not sent there.",
-                f"Set COINCAP_API_BASE_URL to the API's own address (now {_origin(self.base_url)}).",
-            )
-        return target
-
     def _answer(self, path: str, status: int, headers: Mapping[str, str], body: bytes) -> tuple[Any, int | None, int]:
         if status == 200:
             return self._decode(path, body)
-        message = _error_message(body)
+        message = error_message(body)
         lowered = message.lower()
         if status == 401 or (status == 403 and not any(w in lowered for w in _QUOTA_WORDS)):
             raise AuthError(
@@ -587,7 +348,7 @@ class CoinCapClient:
                 "Wait for the monthly reset or upgrade the plan; nothing was retried, so no credits were wasted.",
             )
         if status == 429:
-            raise _Transient("rate limited (HTTP 429)", wait_s=_retry_after(headers) or self._backoff(2))
+            raise _Transient("rate limited (HTTP 429)", wait_s=retry_after(headers) or self._backoff(2))
         if status >= 500 or status in (408, 425):
             raise _Transient(f"HTTP {status}" + (f" {message}" if message else ""))
         if status == 404:
@@ -603,7 +364,7 @@ class CoinCapClient:
     @staticmethod
     def _decode(path: str, body: bytes) -> tuple[Any, int | None, int]:
         try:
-            payload = _loads(body)
+            payload = loads_exact(body)
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise _Transient(f"not JSON ({len(body)} bytes)") from None
         if not isinstance(payload, dict) or "data" not in payload:
@@ -657,102 +418,3 @@ class CoinCapClient:
             if len(data) < limit:
                 return
             offset += limit  # offset is a position in the listing, whatever the page carried
-
-
-class JsonNumber(float):
-    """A JSON number with a fraction or exponent, as a float that keeps the text it was written as, so the contracts
-    parse it exactly (`99999999999999.999999999999` is not rounded to 1e14, `-1e-400` is not read as -0.0)."""
-
-    text: str
-
-    def __new__(cls, text: str) -> JsonNumber:
-        number = super().__new__(cls, text)
-        number.text = text
-        return number
-
-
-def _big_int(text: str) -> int | JsonNumber:
-    """A JSON integer; past Python's 4,300-digit limit, a `JsonNumber`, so its record is refused by the contract
-    ("more than 20 integer digits") instead of the whole page failing to parse."""
-    return int(text) if len(text) <= 4000 else JsonNumber(text)
-
-
-def _loads(body: bytes) -> Any:
-    """JSON with exact numbers. CoinCap sends numbers as strings, so the hooks rarely run; the integer hook (a call
-    per integer) only on a body with an integer Python cannot read."""
-    try:
-        return json.loads(body, parse_float=JsonNumber)
-    except ValueError as exc:
-        if "digits" not in str(exc):
-            raise
-    return json.loads(body, parse_float=JsonNumber, parse_int=_big_int)
-
-
-def _origin(url: str) -> str:
-    """scheme://host[:port] of a URL, without any user:password@ it carries."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    host = parts.hostname or "?"
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
-
-
-def _same_host(base: str, target: str) -> bool:
-    """Whether a redirect from the base URL's host to `target` keeps the key on that host: same host name, and
-    the same scheme and port, or an upgrade from http to https (on https's port)."""
-    b, t = urlsplit(base), urlsplit(target)
-    try:
-        b_port = b.port or _DEFAULT_PORTS.get(b.scheme)
-        t_port = t.port or _DEFAULT_PORTS.get(t.scheme)
-    except ValueError:
-        return False
-    if t.scheme not in _DEFAULT_PORTS or not t.hostname or (b.hostname or "").lower() != t.hostname.lower():
-        return False
-    if (t.scheme, t_port) == (b.scheme, b_port):
-        return True
-    return (b.scheme, t.scheme, t_port) == ("http", "https", 443)
-
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _content_length(response: requests.Response) -> int | None:
-    value = response.headers.get("Content-Length", "")
-    return int(value) if value.isascii() and value.isdigit() else None
-
-
-def _billed(headers: Mapping[str, str], name: str) -> int | None:
-    """The credits a billing header says this answer cost; None when there is no such header or it is not a
-    plain count."""
-    value = headers.get(name, "").strip() if name else ""
-    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else None
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
-def _error_message(body: bytes) -> str:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return body[:120].decode("utf-8", "replace").strip()
-    if isinstance(payload, dict):
-        for key in ("error", "message", "detail"):
-            if isinstance(payload.get(key), str):
-                return payload[key]
-    return str(payload)[:120]

@@ -3,49 +3,36 @@
 Every section loads on its own and comes back either with data or as `Unavailable(reason)`, one line saying
 what is missing and what to run, so a fresh checkout, a half-built warehouse or a mart from an older build
 shows a panel instead of a crash. The connection is read-only and closed before any page is rendered.
+
+The market pages' sections are here; the health page's are in `health_queries`, the connection in `reader`.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from flows.datasets import SNAPSHOT_DATASETS
-from flows.errors import PipelineError
-from flows.redaction import redact_row
-
-RUN_HINT = "run `coincap-pipeline run`"
-MARKET_OVERVIEW = "marts.rpt_market_overview_daily"
-ASSET_DAILY = "marts.rpt_asset_daily"
-EXCHANGE_DAILY = "marts.rpt_exchange_daily"
-MARKET_PAIRS = "marts.rpt_market_pairs_daily"
-PIPELINE_RUNS = "ops.pipeline_runs"
-DQ_RESULTS = "ops.dq_results"
-
-# How old the latest successful snapshot of a dataset may be, when the latest quality run does not say: the
-# default schedules refresh reference data daily and markets weekly (prefect.yaml), plus slack for a late run.
-DEFAULT_FRESHNESS_HOURS = {"assets": 36.0, "rates": 36.0, "exchanges": 36.0, "markets": 8 * 24.0, "dbt": 36.0}
-
-Row = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Unavailable:
-    """A section with nothing to show, and the one line that says why and what to do."""
-
-    reason: str
-
-
-# ------------------------------------------------------------------------------------------------ page data
+from flows.dashboard.health_queries import Health, load_health
+from flows.dashboard.reader import (
+    ASSET_DAILY,
+    EXCHANGE_DAILY,
+    MARKET_OVERVIEW,
+    MARKET_PAIRS,
+    PIPELINE_RUNS,
+    RUN_HINT,
+    Reader,
+    Row,
+    Unavailable,
+    empty,
+    missing,
+    open_reader,
+    snapshot_time,
+)
 
 
 @dataclass
@@ -88,29 +75,6 @@ class Exchanges:
 
 
 @dataclass
-class Health:
-    now: datetime
-    runs_by_day: list[Row]  # report_date, ok_runs, failed_runs
-    rows_by_day: list[Row]  # report_date, step, valid, quarantined
-    credits_by_day: list[Row]  # report_date, step, credits
-    freshness: list[Row]  # step, last_success, age_hours, threshold_hours, last_failure
-    failures: list[Row]  # started_at, snapshot_id, steps, error: one per failed run and error
-    totals: Row  # runs, failed_runs, credits, served, valid, quarantined over the window
-    last_run: Row | None
-    quality: Quality | Unavailable
-
-
-@dataclass
-class Quality:
-    run_id: str
-    checked_at: datetime
-    snapshot_id: str | None
-    latest: list[Row]  # every check of the latest quality run, worst first
-    runs: list[Row]  # run_id, checked_at, snapshot_id, pass, warn, fail, error (oldest first)
-    failing: list[Row]  # recent non-passing results across runs, newest first
-
-
-@dataclass
 class DashboardData:
     warehouse: Path
     loaded_at: datetime
@@ -127,84 +91,10 @@ class DashboardData:
         return None
 
 
-# ------------------------------------------------------------------------------------------------ reading
-
-
-def snapshot_time(snapshot_id: str | None) -> datetime | None:
-    """20261121T053000Z → 2026-11-21 05:30:00+00:00 (None if it is not a snapshot id)."""
-    if not snapshot_id:
-        return None
-    try:
-        return datetime.strptime(snapshot_id, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        value = float(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-class Reader:
-    """A read-only connection to the warehouse and the list of its tables."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self.con = con
-        names = con.execute("select lower(table_schema || '.' || table_name) from information_schema.tables").fetchall()
-        self.tables = {n for (n,) in names}
-
-    def has(self, table: str) -> bool:
-        return table.lower() in self.tables
-
-    def rows(self, sql: str, params: list[Any] | None = None) -> list[Row]:
-        cursor = self.con.execute(sql, params or [])
-        names = [d[0] for d in cursor.description or []]
-        return [{k: _clean(v) for k, v in zip(names, r, strict=True)} for r in cursor.fetchall()]
-
-    def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
-        row = self.con.execute(sql, params or []).fetchone()
-        return _clean(row[0]) if row else None
-
-
-@contextmanager
-def open_reader(path: Path) -> Iterator[Reader | None]:
-    """Yield a reader over the DuckDB file, or None when it does not exist yet."""
-    if not path.exists():
-        yield None
-        return
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.ConnectionException:
-        # this process already holds the file read-write (dbt-duckdb after an in-process build): share it
-        con = duckdb.connect(str(path))
-    except duckdb.IOException as exc:
-        raise PipelineError(
-            f"Cannot open the warehouse {path} ({str(exc).splitlines()[0]}).",
-            "A pipeline run may be writing it: wait for the run to finish and try again.",
-        ) from None
-    try:
-        con.execute("set TimeZone = 'UTC'")
-        con.execute("set enable_progress_bar = false")
-        yield Reader(con)
-    finally:
-        con.close()
-
-
-def _missing(table: str) -> Unavailable:
-    return Unavailable(f"{table} does not exist yet: {RUN_HINT} to build it.")
-
-
-def _empty(table: str) -> Unavailable:
-    return Unavailable(f"{table} is empty: {RUN_HINT} to take a snapshot.")
-
-
 def _section(table: str, load: Any, reader: Reader) -> Any:
     """Run one section's loader; a missing table or an unreadable mart becomes an `Unavailable` panel."""
     if not reader.has(table):
-        return _missing(table)
+        return missing(table)
     try:
         return load(reader)
     except duckdb.Error as exc:
@@ -228,17 +118,14 @@ def load_dashboard_data(
             overview=_section(MARKET_OVERVIEW, lambda r: _overview(r, history_days), reader),
             assets=_section(ASSET_DAILY, lambda r: _assets(r, history_days, asset_pages), reader),
             exchanges=_section(EXCHANGE_DAILY, lambda r: _exchanges(r, history_days), reader),
-            health=_section(PIPELINE_RUNS, lambda r: _health(r, loaded_at), reader),
+            health=_section(PIPELINE_RUNS, lambda r: load_health(r, loaded_at), reader),
         )
-
-
-# ----------------------------------------------------------------------------------------------- sections
 
 
 def _overview(r: Reader, history_days: int) -> Overview | Unavailable:
     latest = r.scalar(f"select max(report_date) from {MARKET_OVERVIEW}")
     if latest is None:
-        return _empty(MARKET_OVERVIEW)
+        return empty(MARKET_OVERVIEW)
     assets = r.rows(
         f"""
         select asset_id, asset_symbol, asset_name, asset_rank, price_usd, market_cap_usd, volume_usd_24h,
@@ -291,7 +178,7 @@ _ASSET_COLUMNS = (
 def _assets(r: Reader, history_days: int, asset_pages: int | None) -> Assets | Unavailable:
     latest = r.scalar(f"select max(report_date) from {ASSET_DAILY}")
     if latest is None:
-        return _empty(ASSET_DAILY)
+        return empty(ASSET_DAILY)
     # every asset's latest day (an asset delisted today keeps its last day), ranked by the latest overview
     rank_join, rank_col = "", "cast(null as bigint)"
     if r.has(MARKET_OVERVIEW):
@@ -363,7 +250,7 @@ def load_asset_history(warehouse: Path, asset_id: str, *, history_days: int = 36
 def _exchanges(r: Reader, history_days: int) -> Exchanges | Unavailable:
     latest = r.scalar(f"select max(report_date) from {EXCHANGE_DAILY}")
     if latest is None:
-        return _empty(EXCHANGE_DAILY)
+        return empty(EXCHANGE_DAILY)
     exchanges = r.rows(
         f"""
         select exchange_id, exchange_name, exchange_rank, volume_usd_24h, volume_share_pct, trading_pairs,
@@ -383,11 +270,11 @@ def _exchanges(r: Reader, history_days: int) -> Exchanges | Unavailable:
         """,
         [latest - timedelta(days=min(history_days, 90))],
     )
-    result = Exchanges(latest, exchanges, history, pairs=_missing(MARKET_PAIRS))
+    result = Exchanges(latest, exchanges, history, pairs=missing(MARKET_PAIRS))
     if r.has(MARKET_PAIRS):
         pairs_date = r.scalar(f"select max(report_date) from {MARKET_PAIRS}")
         if pairs_date is None:
-            result.pairs = _empty(MARKET_PAIRS)
+            result.pairs = empty(MARKET_PAIRS)
         else:
             result.pairs_date = pairs_date
             result.pairs_total = r.rows(
@@ -410,168 +297,3 @@ def _exchanges(r: Reader, history_days: int) -> Exchanges | Unavailable:
                 [pairs_date],
             )
     return result
-
-
-def _health(r: Reader, now: datetime, days: int = 30) -> Health | Unavailable:
-    if not r.scalar(f"select count(*) from {PIPELINE_RUNS}"):
-        return _empty(PIPELINE_RUNS)
-    since = (now - timedelta(days=days)).date()
-    # One run = one flow run (or one snapshot id when a step ran outside Prefect); it failed if any step did.
-    runs = f"""
-        select coalesce(flow_run_id, snapshot_id) as run_key,
-               min(started_at) as started_at,
-               bool_or(status = 'failed') as failed,
-               list(distinct step order by step) as steps,
-               any_value(snapshot_id) as snapshot_id
-        from {PIPELINE_RUNS}
-        group by 1
-    """
-    runs_by_day = r.rows(
-        f"""
-        select cast(started_at as date) as report_date,
-               count(*) filter (where not failed) as ok_runs,
-               count(*) filter (where failed) as failed_runs
-        from ({runs})
-        where cast(started_at as date) >= ?
-        group by 1 order by 1
-        """,
-        [since],
-    )
-    last_run = next(
-        iter(
-            r.rows(
-                f"select run_key, started_at, failed, steps, snapshot_id from ({runs}) order by started_at desc limit 1"
-            )
-        ),  # noqa: E501
-        None,
-    )
-    rows_by_day = r.rows(
-        f"""
-        select cast(started_at as date) as report_date, step,
-               sum(coalesce(valid, 0)) as valid, sum(coalesce(quarantined, 0)) as quarantined,
-               sum(coalesce(served, 0)) as served
-        from {PIPELINE_RUNS}
-        where step <> 'dbt' and cast(started_at as date) >= ?
-        group by 1, 2 order by 1, 2
-        """,
-        [since],
-    )
-    credits_by_day = r.rows(
-        f"""
-        select cast(started_at as date) as report_date, step, sum(coalesce(credits, 0)) as credits
-        from {PIPELINE_RUNS}
-        where step <> 'dbt' and cast(started_at as date) >= ?
-        group by 1, 2 order by 1, 2
-        """,
-        [since],
-    )
-    totals = r.rows(
-        f"""
-        select count(distinct coalesce(flow_run_id, snapshot_id)) as runs,
-               count(distinct coalesce(flow_run_id, snapshot_id)) filter (where status = 'failed') as failed_runs,
-               sum(coalesce(credits, 0)) as credits, sum(coalesce(served, 0)) as served,
-               sum(coalesce(valid, 0)) as valid, sum(coalesce(quarantined, 0)) as quarantined
-        from {PIPELINE_RUNS}
-        where cast(started_at as date) >= ?
-        """,
-        [since],
-    )[0]
-    steps = r.rows(
-        f"""
-        select step,
-               max(case when step = 'dbt' then started_at
-                        else coalesce(try_strptime(snapshot_id, '%Y%m%dT%H%M%SZ')::timestamptz, started_at) end)
-                   filter (where status = 'completed') as last_success,
-               max(started_at) filter (where status = 'failed') as last_failure
-        from {PIPELINE_RUNS}
-        group by step
-        """
-    )
-    thresholds = _freshness_thresholds(r)
-    order = {s: i for i, s in enumerate((*SNAPSHOT_DATASETS, "dbt"))}
-    freshness = []
-    for row in sorted(steps, key=lambda s: (order.get(s["step"], 99), s["step"])):
-        success = row["last_success"]
-        age = (now - success).total_seconds() / 3600 if success else None
-        threshold = thresholds.get(row["step"], DEFAULT_FRESHNESS_HOURS.get(row["step"], 36.0))
-        freshness.append({**row, "age_hours": age, "threshold_hours": threshold})
-    # one row per failed run and error: a run whose four extractions hit the same error shows it once
-    failures = r.rows(
-        f"""
-        select min(started_at) as started_at, snapshot_id, list(distinct step order by step) as steps,
-               coalesce(error, '(no message recorded)') as error
-        from {PIPELINE_RUNS}
-        where status = 'failed'
-        group by coalesce(flow_run_id, snapshot_id), snapshot_id, coalesce(error, '(no message recorded)')
-        order by started_at desc
-        limit 20
-        """
-    )
-    failures = [redact_row(f) for f in failures]  # rows written before redaction, or by other tools
-    quality = _quality(r) if r.has(DQ_RESULTS) else _missing(DQ_RESULTS)
-    return Health(now, runs_by_day, rows_by_day, credits_by_day, freshness, failures, totals, last_run, quality)
-
-
-def _freshness_thresholds(r: Reader) -> dict[str, float]:
-    """Freshness thresholds (hours) per dataset from the latest quality run's freshness checks, when it has any."""
-    if not r.has(DQ_RESULTS):
-        return {}
-    try:
-        rows = r.rows(
-            f"""
-            select dataset, threshold from {DQ_RESULTS}
-            where category = 'freshness' and threshold is not null
-              and run_id = (select run_id from {DQ_RESULTS} order by checked_at desc limit 1)
-            """
-        )
-    except duckdb.Error:
-        return {}
-    return {row["dataset"]: float(row["threshold"]) for row in rows if row["dataset"]}
-
-
-_STATUS_ORDER = "case status when 'error' then 0 when 'fail' then 1 when 'warn' then 2 else 3 end"
-
-
-def _quality(r: Reader) -> Quality | Unavailable:
-    try:
-        latest = r.rows(f"select run_id, checked_at, snapshot_id from {DQ_RESULTS} order by checked_at desc limit 1")
-        if not latest:
-            return Unavailable(f"{DQ_RESULTS} has no results yet: {RUN_HINT} to check a snapshot.")
-        head = latest[0]
-        checks = r.rows(
-            f"""
-            select check_name, category, dataset, severity, status, observed, threshold, failing_rows, detail,
-                   description, snapshot_id, checked_at
-            from {DQ_RESULTS}
-            where run_id = ?
-            order by {_STATUS_ORDER}, category, check_name, dataset
-            """,
-            [head["run_id"]],
-        )
-        runs = r.rows(
-            f"""
-            select run_id, max(checked_at) as checked_at, any_value(snapshot_id) as snapshot_id,
-                   count(*) filter (where status = 'pass') as pass,
-                   count(*) filter (where status = 'warn') as warn,
-                   count(*) filter (where status = 'fail') as fail,
-                   count(*) filter (where status = 'error') as error
-            from {DQ_RESULTS}
-            group by run_id
-            order by checked_at desc
-            limit 60
-            """
-        )
-        failing = r.rows(
-            f"""
-            select checked_at, run_id, snapshot_id, check_name, dataset, severity, status, observed, threshold,
-                   failing_rows, detail
-            from {DQ_RESULTS}
-            where status <> 'pass'
-            order by checked_at desc, {_STATUS_ORDER}, check_name
-            limit 50
-            """
-        )
-    except duckdb.Error as exc:
-        return Unavailable(f"Cannot read {DQ_RESULTS} ({str(exc).splitlines()[0]}).")
-    checks, failing = [redact_row(c) for c in checks], [redact_row(f) for f in failing]  # details shown as stored
-    return Quality(head["run_id"], head["checked_at"], head["snapshot_id"], checks, runs[::-1], failing)

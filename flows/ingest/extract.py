@@ -5,37 +5,35 @@ already landed are held (packed, ~8 bytes each), to drop records that reappear o
 between fetches. The next page is fetched in a background thread while the current one is validated and written,
 so waiting for CoinCap overlaps with our own work; at most one page is ever requested ahead.
 
-Paging must make progress: a listing whose full pages stop bringing records it has not served before (by natural
-key, whatever their values, valid or not; a record without a key is never progress) is a server that ignores
-`offset`, and the extract stops with one line instead of paging, and paying, forever. A top-N scope
-(COINCAP_ASSETS_LIMIT) lands N records at most, however many the server sends.
+Paging must make progress: a listing whose full pages stop bringing records it has not served before is a server
+that ignores `offset`, and the extract stops with one line instead of paging, and paying, forever. A top-N scope
+(COINCAP_ASSETS_LIMIT) lands N records at most, however many the server sends. Both are the paging guard's
+(`flows/ingest/paging_guard.py`); the keys it and the de-duplication compare are `flows/ingest/keys.py`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
-from flows.coincap.client import CallStats, CoinCapClient, CreditMeter, Page
+from flows.coincap.budget import CallStats, CreditMeter
+from flows.coincap.client import CoinCapClient, Page
 from flows.coincap.endpoints import Endpoint, scoped_requests
-from flows.coincap.paging import STALLED_PAGES, ignores_offset
 from flows.contracts.columns import QUARANTINE_SCHEMA
 from flows.contracts.datasets import CONTRACTS
 from flows.contracts.validate import check_records, plausible_api_timestamp
-from flows.errors import ApiError
+from flows.ingest.keys import LandedKeys, PageKeys
+from flows.ingest.paging_guard import PagingGuard
 from flows.lake.parquet import ZONE_DATA, ZONE_QUARANTINE, StagedParquet, snapshot_key
 from flows.lake.storage import LakeStorage
 from flows.settings import Settings
@@ -47,8 +45,6 @@ ProgressFn = Callable[[str, int, int], None]  # (dataset, pages so far, records 
 _BATCH_RECORDS = 20_000
 # How long closing the prefetcher waits for a fetch it cancelled (the cancel shuts its socket: it ends at once).
 _CLOSE_WAIT_S = 5.0
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -125,7 +121,7 @@ def extract_dataset(
     started = time.perf_counter()
     meter = meter if meter is not None else CreditMeter()
     staging = settings.data_dir.resolve() / "staging"
-    landed = _LandedKeys(contract.key)
+    landed = LandedKeys(contract.key)
     rejected: set[str] = set()  # raw JSON of quarantined records: one served twice is quarantined once
     new_fields: set[str] = set()
 
@@ -138,7 +134,7 @@ def extract_dataset(
         clock=clock,
         cancel=client.abort,
     )
-    paging = _PagingGuard(dataset, contract.key)
+    paging = PagingGuard(dataset, contract.key)
     good_file = StagedParquet(contract.arrow_schema(), staging)
     bad_file = StagedParquet(QUARANTINE_SCHEMA, staging)
     batch = _Batch()  # pages fetched, not yet handed to the validator
@@ -243,92 +239,6 @@ def _pages(client: CoinCapClient, endpoint: Endpoint) -> Iterator[Page]:
     yield Page(records=data, offset=0, timestamp_ms=timestamp, body_bytes=nbytes)
 
 
-class _PagingGuard:
-    """Watches one listing at a time (an endpoint with its parameters) for the two ways a server can make paging
-    unbounded or over-full:
-
-    - it ignores `offset`: every full page is the first one again, or pages whose records were all served before
-      (by natural key, whatever their values; valid or not) or have no key at all. `STALLED_PAGES` such pages in
-      a row stop the extract with one line;
-    - it over-delivers on a top-N scope (`Endpoint.max_records`): records past the N-th new one are not landed.
-
-    The keys served live in a `_LandedKeys` used as plain storage: the codes come from the extract's own encoder.
-    """
-
-    def __init__(self, dataset: str, key: tuple[str, ...]) -> None:
-        self._dataset = dataset
-        self._key = key
-        self._endpoint: Endpoint | None = None
-        self._start(None)
-
-    def _start(self, endpoint: Endpoint | None) -> None:
-        self._endpoint = endpoint
-        self._served = _LandedKeys(self._key)
-        self._taken = 0  # records taken from this listing: new keys, and records without one
-        self._stalled = 0  # full pages in a row without a new key
-        self._last_full: list[Any] | None = None
-        self._warned = False
-
-    def check(self, endpoint: Endpoint, page: Page, keys: _PageKeys, encoder: _LandedKeys) -> tuple[Page, _PageKeys]:
-        """The page as it should be landed (trimmed to a top-N scope), or ApiError when paging makes no progress."""
-        if endpoint is not self._endpoint:
-            self._start(endpoint)
-        new, keyless = self._new_rows(keys)
-        if endpoint.max_records is not None:
-            page, keys, new = self._trim(endpoint.max_records, page, keys, new, keyless, encoder)
-        full = page.limit is not None and len(page.records) >= page.limit > 0
-        if full and page.records == self._last_full:
-            raise ApiError(
-                f"CoinCap sent the same full page of {self._dataset} twice (offset {page.offset}): the server "
-                "ignores offset.",
-                "Check COINCAP_API_BASE_URL points at CoinCap's v3 API.",
-            )
-        self._last_full = page.records if full else None
-        fresh = np.flatnonzero(new).tolist()
-        # a top-N listing with every record it wants has nothing left to bring: its last pages are repeats
-        complete = endpoint.max_records is not None and self._taken >= endpoint.max_records
-        self._stalled = self._stalled + 1 if full and not fresh and not complete else 0
-        if self._stalled >= STALLED_PAGES:
-            raise ignores_offset(self._dataset, self._stalled, page.offset)
-        self._served.add(keys, fresh)
-        return page, keys
-
-    def _new_rows(self, keys: _PageKeys) -> tuple[np.ndarray, np.ndarray]:
-        """Per record: whether its key is new to this listing (and first on the page); whether it has no key."""
-        n = len(keys.codes)
-        keyless = ~keys.packed
-        first = np.zeros(n, dtype=bool)
-        packed = np.flatnonzero(keys.packed)
-        first[packed[np.unique(keys.codes[packed], return_index=True)[1]]] = True
-        seen_wide: set[tuple[int, ...]] = set()
-        for row in sorted(keys.wide):  # keys too wide to pack: rare, row by row
-            keyless[row] = False
-            first[row] = keys.wide[row] not in seen_wide
-            seen_wide.add(keys.wide[row])
-        new = first & ~np.asarray(self._served.contains(keys), dtype=bool)
-        return new, keyless
-
-    def _trim(
-        self, wanted: int, page: Page, keys: _PageKeys, new: np.ndarray, keyless: np.ndarray, encoder: _LandedKeys
-    ) -> tuple[Page, _PageKeys, np.ndarray]:
-        """Keep the page up to the record that makes `wanted` taken (records with a new key, or without a key);
-        repeats before it are harmless (deduplicated later), anything after it was not asked for."""
-        taken = np.cumsum(new | keyless)
-        room = wanted - self._taken
-        cut = int(np.searchsorted(taken, room + 1)) if room >= 0 else 0  # the first record beyond the room
-        self._taken += int(taken[cut - 1]) if cut else 0
-        if cut >= len(page.records):
-            return page, keys, new
-        if not self._warned:
-            self._warned = True
-            log.warning(
-                "CoinCap sent %d %s records beyond the %d asked for (offset %d); they are not landed.",
-                len(page.records) - cut, self._dataset, wanted, page.offset,
-            )  # fmt: skip
-        records = page.records[:cut]
-        return replace(page, records=records), encoder.encode(records), new[:cut]
-
-
 class _Prefetcher:
     """Advances a page iterator in a background thread, at most one page ahead, when the consumer asks.
 
@@ -392,10 +302,10 @@ class _Batch:
 
     def __init__(self) -> None:
         self.pages: list[Page] = []
-        self.keys: list[_PageKeys] = []
+        self.keys: list[PageKeys] = []
         self.size = 0
 
-    def add(self, page: Page, keys: _PageKeys) -> None:
+    def add(self, page: Page, keys: PageKeys) -> None:
         self.pages.append(page)
         self.keys.append(keys)
         self.size += len(page.records)
@@ -464,135 +374,6 @@ class _StageClock:
             elapsed = time.perf_counter() - started
             with self._lock:
                 self._totals[stage] = self._totals.get(stage, 0.0) + elapsed
-
-
-@dataclass
-class _PageKeys:
-    """The natural keys of one page's records, encoded by `_LandedKeys.encode`."""
-
-    codes: np.ndarray  # uint64: the key packed into 64 bits, where `packed`
-    packed: np.ndarray  # bool: the record's key is all strings and its numbers fit 64 bits
-    wide: dict[int, tuple[int, ...]]  # row -> numbers of an all-string key that does not fit 64 bits
-
-    def key(self, row: int) -> int | tuple[int, ...] | None:
-        """The row's key as stored (packed code or wide tuple); None when it is not all strings."""
-        if self.packed[row]:
-            return int(self.codes[row])
-        return self.wide.get(row)
-
-
-class _LandedKeys:
-    """The natural keys already landed, exactly, in about 8 bytes per key instead of ~290 for a tuple of strings.
-
-    Each key column numbers its distinct strings the first time it sees them (few: exchanges, assets, quotes),
-    a key's numbers are packed into one 64-bit integer, and landed keys live in a sorted numpy array (recent
-    ones in a set, merged in batches). A key whose numbers do not fit in 64 bits is kept as a tuple instead.
-    """
-
-    _MERGE_AT = 1 << 16
-
-    def __init__(self, key: tuple[str, ...]) -> None:
-        self._key = key
-        self._numbers: list[dict[str, int]] = [{} for _ in key]
-        self._bits = 64 // len(key)
-        self._sorted = np.empty(0, dtype=np.uint64)
-        self._recent: set[int] = set()
-        self._wide: set[tuple[int, ...]] = set()
-        # `encode` and `has` run in the fetching thread, `contains` and `add` in the validating one; the
-        # numbering is touched by `encode` alone
-        self._lock = threading.Lock()
-
-    def encode(self, records: list[Any]) -> _PageKeys:
-        """Encode the key of every raw record; a record that is not an object, or whose key fields are not all
-        strings, has no key (as it cannot have landed: landed keys come from valid rows)."""
-        n = len(records)
-        packed = np.ones(n, dtype=bool)
-        codes = np.zeros(n, dtype=np.uint64)
-        shift = np.uint64(self._bits % 64)  # a one-column key uses all 64 bits and is never shifted
-        numbered = []
-        for values, numbers in zip(_key_values(self._key, records), self._numbers, strict=True):
-            try:  # the usual case, every part already numbered: one pass in C
-                ids = np.fromiter(map(numbers.__getitem__, values), np.int64, count=n)
-            except (KeyError, TypeError):  # new strings (numbered now), or parts that are not strings
-                ids = np.fromiter(
-                    (numbers.setdefault(v, len(numbers)) if type(v) is str else -1 for v in values), np.int64, count=n
-                )
-            packed &= ids >= 0
-            if self._bits < 64:
-                packed &= ids < (1 << self._bits)
-            codes = (codes << shift) | ids.clip(min=0).astype(np.uint64)
-            numbered.append(ids)
-        wide: dict[int, tuple[int, ...]] = {}
-        if not packed.all():
-            for row in np.flatnonzero(~packed).tolist():
-                numbers_of_row = tuple(int(ids[row]) for ids in numbered)
-                if min(numbers_of_row) >= 0:
-                    wide[row] = numbers_of_row
-        return _PageKeys(codes, packed, wide)
-
-    def has(self, key: int | tuple[int, ...]) -> bool:
-        with self._lock:
-            if isinstance(key, tuple):
-                return key in self._wide
-            if key in self._recent:
-                return True
-            at = int(np.searchsorted(self._sorted, np.uint64(key)))
-            return at < len(self._sorted) and int(self._sorted[at]) == key
-
-    def contains(self, keys: _PageKeys) -> list[bool]:
-        """For each record of a page: has its key landed?"""
-        with self._lock:
-            return self._contains(keys)
-
-    def _contains(self, keys: _PageKeys) -> list[bool]:
-        n = len(keys.codes)
-        if not (len(self._sorted) or self._recent or self._wide):
-            return [False] * n
-        found = np.zeros(n, dtype=bool)
-        if len(self._sorted):
-            at = np.searchsorted(self._sorted, keys.codes).clip(max=len(self._sorted) - 1)
-            found = (self._sorted[at] == keys.codes) & keys.packed
-        result = found.tolist()
-        if self._recent:
-            recent = self._recent
-            result = [
-                f or (ok and code in recent)
-                for f, ok, code in zip(result, keys.packed.tolist(), keys.codes.tolist(), strict=True)
-            ]
-        for row, numbers in keys.wide.items():
-            result[row] = numbers in self._wide
-        return result
-
-    def add(self, keys: _PageKeys, rows: list[int]) -> None:
-        """Remember the keys of these rows of a page (rows that landed: their keys are all strings)."""
-        if not rows:
-            return
-        with self._lock:
-            self._add(keys, rows)
-
-    def _add(self, keys: _PageKeys, rows: list[int]) -> None:
-        chosen = np.asarray(rows, dtype=np.int64)
-        fits = keys.packed[chosen]
-        self._recent.update(keys.codes[chosen[fits]].tolist())
-        if not fits.all():
-            self._wide.update(keys.wide[row] for row in chosen[~fits].tolist())
-        if len(self._recent) >= max(self._MERGE_AT, len(self._sorted) >> 4):
-            fresh = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
-            # two sorted runs: numpy's stable sort (timsort) merges them in linear time
-            self._sorted = np.sort(np.concatenate([self._sorted, np.sort(fresh)]), kind="stable")
-            self._recent = set()
-
-
-def _key_values(key: tuple[str, ...], records: list[Any]) -> list[Sequence[Any]]:
-    """Each key field's values, record by record (None where a record is not an object or lacks the field)."""
-    if not records:
-        return [[] for _ in key]
-    try:  # every record an object with every key field: one pass in C
-        if len(key) == 1:
-            return [list(map(itemgetter(key[0]), records))]
-        return list(zip(*map(itemgetter(*key), records), strict=True))
-    except (KeyError, TypeError, IndexError):
-        return [[r.get(k) if isinstance(r, dict) else None for r in records] for k in key]
 
 
 def _first_rejects(quarantine: pa.Table, page_of_row: list[int], rejected: set[str], report: DatasetReport) -> pa.Table:

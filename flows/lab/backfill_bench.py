@@ -16,9 +16,11 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flows.backfill import DEFAULT_WORKERS, backfill, plan_chunks
+from flows.ingest.backfill import DEFAULT_WORKERS, backfill
+from flows.ingest.backfill_plan import plan_chunks
 from flows.lake.history import DATASET
 from flows.lake.parquet import ZONE_DATA
+from flows.lake.storage import LocalStorage
 from flows.settings import Settings
 
 
@@ -70,15 +72,15 @@ class BackfillBenchmark:
 BENCH_KEY = "benchmark-key"
 
 
-def _bench_range(years: int) -> tuple[date, date]:
+def bench_range(years: int) -> tuple[date, date]:
     """`years` x 365 days up to the stand-in's fixed "now", whose synthetic history ends that day."""
-    from flows.standin.catalog import DEFAULT_AS_OF_MS
+    from flows.standin.records import DEFAULT_AS_OF_MS
 
     end = datetime.fromtimestamp(DEFAULT_AS_OF_MS / 1000, UTC).date()
     return end - timedelta(days=365 * years), end
 
 
-def _child_command(base_url: str, data_dir: Path, n_assets: int, years: int, workers: int) -> list[str]:
+def child_command(base_url: str, data_dir: Path, n_assets: int, years: int, workers: int) -> list[str]:
     import sys
 
     return [
@@ -135,7 +137,7 @@ def benchmark_backfill(
 
     from flows.standin import Faults, serve_in_subprocess
 
-    start, end = _bench_range(years)
+    start, end = bench_range(years)
     days = (end - start).days + 1
     points = n_assets * days  # the stand-in serves one d1 point per day, all inside the range
     chunks = n_assets * len(plan_chunks("x", "d1", start, end, int(datetime.now(UTC).timestamp() * 1000)))
@@ -150,7 +152,7 @@ def benchmark_backfill(
             if timed_run:  # 1. one timed run, in its own interpreter so its peak RSS is its own
                 server_cpu = _cpu_seconds(server.pid)
                 done = subprocess.run(
-                    _child_command(base_url, Path(tmp) / "timed", n_assets, years, workers),
+                    child_command(base_url, Path(tmp) / "timed", n_assets, years, workers),
                     capture_output=True, text=True, check=False,
                 )  # fmt: skip
                 server_cpu = _cpu_seconds(server.pid) - server_cpu
@@ -167,7 +169,7 @@ def benchmark_backfill(
             data_dir = Path(tmp) / "killed"
             lake = data_dir / "lake" / ZONE_DATA / DATASET
             child = subprocess.Popen(
-                _child_command(base_url, data_dir, n_assets, years, workers),
+                child_command(base_url, data_dir, n_assets, years, workers),
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             try:
@@ -180,7 +182,7 @@ def benchmark_backfill(
             landed = {_chunk_of(p) for p in lake.rglob("*.parquet")}
             before = _history_requests(_server_stats(base_url))
             resumed = subprocess.run(
-                _child_command(base_url, data_dir, n_assets, years, workers), capture_output=True, text=True,
+                child_command(base_url, data_dir, n_assets, years, workers), capture_output=True, text=True,
                 check=False,
             )  # fmt: skip
             if resumed.returncode != 0:
@@ -235,9 +237,10 @@ def _run_child(argv: list[str]) -> dict[str, Any]:
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None, COINCAP_API_KEY=BENCH_KEY, COINCAP_API_BASE_URL=args.base_url, PIPELINE_DATA_DIR=args.data_dir
     )
-    start, end = _bench_range(args.years)
+    start, end = bench_range(args.years)
     wall, cpu = time.perf_counter(), time.process_time()
-    report = backfill(settings, None, "d1", start, end, workers=args.workers, calls_per_minute=None)
+    storage = LocalStorage(settings.lake_dir)
+    report = backfill(settings, None, "d1", start, end, storage=storage, workers=args.workers, calls_per_minute=None)
     return {
         "seconds": time.perf_counter() - wall,
         "cpu_seconds": time.process_time() - cpu,

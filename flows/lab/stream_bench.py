@@ -17,10 +17,10 @@ from pathlib import Path
 
 from flows.contracts.stream import DATASET, TICK_SCHEMA
 from flows.errors import ConfigError, PipelineError
+from flows.ingest.stream import StreamSummary, stream_prices
 from flows.lake.parquet import ZONE_DATA, ensure_readable
 from flows.lake.storage import LocalStorage
 from flows.settings import Settings, current_settings
-from flows.stream import StreamSummary, stream_prices
 
 
 @dataclass

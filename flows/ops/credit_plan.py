@@ -160,10 +160,10 @@ def smallest_plan(total: float) -> str | None:
 
 def measured_runs_sql(settings: Settings) -> str:
     """The query that reads bytes per record from the completed runs in the ops table, for the settings' target."""
-    from flows.quality import Dialect
+    from flows.quality import table_name
 
     return (
-        f"select step, sum(served), sum(bytes) from {Dialect(settings).table('ops', 'pipeline_runs')}"
+        f"select step, sum(served), sum(bytes) from {table_name(settings, 'ops', 'pipeline_runs')}"
         " where status = 'completed' and step in ('assets', 'rates', 'exchanges', 'markets') group by step"
     )
 

@@ -10,7 +10,11 @@
 - `PIPELINE_LOG_FORMAT=json`: one JSON object per line on stderr (`timestamp`, `severity` as Cloud Logging
   names it, `logger`, `message`, `flow_run_id`/`task_run_id` when known, extra fields), for Cloud Run, whose
   logging agent parses such lines into structured entries.
-- The `snapshot-summary` artifact: a markdown report of each snapshot run in the Prefect UI.
+- The run report: `snapshot_markdown`, the markdown of each snapshot run.
+
+Nothing here imports Prefect. A Prefect process sets logging up with `flows.orchestration.logs.configure_logging`
+(which names the flow and task runs in JSON lines) and publishes the report as the `snapshot-summary` artifact
+with `flows.orchestration.artifacts`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import logging
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
@@ -163,7 +167,6 @@ _SEVERITIES = ((logging.CRITICAL, "CRITICAL"), (logging.ERROR, "ERROR"), (loggin
 _RESERVED = set(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None))) | {
     "message", "asctime", "color_message", "taskName",
 }  # fmt: skip
-_RUN_FIELDS = ("flow_run_id", "flow_run_name", "flow_name", "task_run_id", "task_run_name", "task_name")
 
 
 def severity(levelno: int) -> str:
@@ -188,31 +191,23 @@ def _json_safe(value: Any) -> Any:
     return redact(str(value))
 
 
-def _run_context() -> dict[str, str]:
-    """Ids of the Prefect flow run and task run this thread is in, if any (for loggers outside Prefect's)."""
-    found: dict[str, str] = {}
-    prefect_context = sys.modules.get("prefect.context")
-    if prefect_context is None:
-        return found
-    try:
-        task_ctx = prefect_context.TaskRunContext.get()
-        if task_ctx is not None:
-            found["task_run_id"] = str(task_ctx.task_run.id)
-            found["task_run_name"] = task_ctx.task_run.name
-        flow_ctx = prefect_context.FlowRunContext.get()
-        if flow_ctx is not None and flow_ctx.flow_run is not None:
-            found["flow_run_id"] = str(flow_ctx.flow_run.id)
-            found["flow_run_name"] = flow_ctx.flow_run.name
-            found["flow_name"] = flow_ctx.flow.name
-        elif task_ctx is not None and task_ctx.task_run.flow_run_id:
-            found["flow_run_id"] = str(task_ctx.task_run.flow_run_id)
-    except Exception:
-        return found
-    return found
+RunContext = Callable[[], dict[str, str]]
+"""Names the run a log record was made in: some of `RUN_FIELDS` (`flows.orchestration.logs.run_context`)."""
+RUN_FIELDS = ("flow_run_id", "flow_run_name", "flow_name", "task_run_id", "task_run_name", "task_name")
+
+
+def no_run_context() -> dict[str, str]:
+    """Outside an orchestrator: no run to name."""
+    return {}
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record, on one line, shaped for Cloud Logging's structured entries."""
+    """One JSON object per record, on one line, shaped for Cloud Logging's structured entries; `run_context`
+    names the run each record was made in (for loggers that do not carry it themselves)."""
+
+    def __init__(self, run_context: RunContext = no_run_context) -> None:
+        super().__init__()
+        self.run_context = run_context
 
     def format(self, record: logging.LogRecord) -> str:
         redact_record(record)  # records made before the factory was installed, or through makeLogRecord
@@ -223,8 +218,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
         }  # fmt: skip
-        context = _run_context()
-        for name in _RUN_FIELDS:
+        try:
+            context = self.run_context()
+        except Exception:
+            context = {}
+        for name in RUN_FIELDS:
             value = getattr(record, name, None) or context.get(name)
             if value:
                 entry[name] = str(value)
@@ -262,10 +260,10 @@ def _is_console(handler: logging.Handler) -> bool:
     return isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in consoles
 
 
-def _use_json_lines(stream: IO[str]) -> None:
+def _use_json_lines(stream: IO[str], run_context: RunContext) -> None:
     """Replace every console handler (root, Prefect's, uvicorn's, ...) with one JSON-lines handler."""
     handler = JsonLinesHandler(stream)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(run_context))
     root = logging.getLogger()
     for logger in _all_loggers():
         consoles = [h for h in logger.handlers if _is_console(h)]
@@ -279,10 +277,18 @@ def _use_json_lines(stream: IO[str]) -> None:
         package.setLevel(logging.INFO)
 
 
-def configure_logging(settings: Settings | None = None, *, stream: IO[str] | None = None) -> None:
+def configure_logging(
+    settings: Settings | None = None,
+    *,
+    stream: IO[str] | None = None,
+    run_context: RunContext = no_run_context,
+    before_json: Callable[[], None] | None = None,
+) -> None:
     """Redact secrets from every log record; with `PIPELINE_LOG_FORMAT=json`, log JSON lines. Idempotent.
 
-    In JSON mode Prefect is imported first: importing it configures logging, which would undo the JSON handler.
+    In JSON mode `before_json` runs first: an orchestrator whose import configures logging (Prefect) is imported
+    there, or it would undo the JSON handler later. `run_context` names the run in each line. A Prefect process
+    calls `flows.orchestration.logs.configure_logging`, which passes both.
     """
     if settings is None:
         from flows import settings as settings_module
@@ -300,18 +306,16 @@ def configure_logging(settings: Settings | None = None, *, stream: IO[str] | Non
     if settings.log_format != "json":
         flush_notices()  # e.g. "COINCAP_API_KEY had whitespace around it: stripped"
         return
-    import prefect  # noqa: F401
-
+    if before_json is not None:
+        before_json()
     wanted = stream if stream is not None else sys.stderr
     consoles = [h for lg in _all_loggers() for h in lg.handlers if _is_console(h)]
     if not (consoles and all(isinstance(h, JsonLinesHandler) and h.stream is wanted for h in consoles)):
-        _use_json_lines(wanted)
+        _use_json_lines(wanted, run_context)
     flush_notices()  # as JSON lines
 
 
-# ----------------------------------------------------------------------------------------- the run artifact
-
-ARTIFACT_KEY = "snapshot-summary"
+# ------------------------------------------------------------------------------------------- the run report
 
 
 def _num(value: float | int | None, digits: int = 4) -> str:
@@ -381,22 +385,3 @@ def snapshot_markdown(summary: Any) -> str:
     if totals["quarantined"]:
         lines.append(f"- rejected rows and their reasons: `{_cell(summary.lake_uri)}/quarantine/`")
     return "\n".join(lines) + "\n"
-
-
-def publish_snapshot_artifact(summary: Any) -> str | None:
-    """Attach the run report to the current flow run as the `snapshot-summary` artifact; never fails the run."""
-    from prefect.artifacts import create_markdown_artifact
-
-    try:
-        quality = getattr(summary, "quality", None)
-        verdict = "" if quality is None else f", data quality {'ok' if quality.ok else 'FAILED'}"
-        artifact_id = create_markdown_artifact(
-            markdown=snapshot_markdown(summary),
-            key=ARTIFACT_KEY,
-            description=f"Snapshot {summary.snapshot_id}: {sum(r.valid for r in summary.reports):,} valid records"
-            f"{verdict}",
-        )
-    except Exception as exc:
-        logging.getLogger(__name__).warning("could not create the %s artifact: %s", ARTIFACT_KEY, exc)
-        return None
-    return str(artifact_id)

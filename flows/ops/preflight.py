@@ -2,7 +2,8 @@
 
 Each check returns findings; a problem is one line saying what is missing and how to fix it. Clients are
 injectable so the checks run against local stand-ins (fake-gcs-server, the BigQuery emulator, a local Prefect
-server) exactly as they run against Google Cloud.
+server) exactly as they run against Google Cloud. Prefect is asked through two readers the caller passes
+(`flows.orchestration.preflight` has the ones that ask the configured Prefect API), so nothing here imports it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from flows.warehouse.dbt import LAYERS, models_in_order
 
 TERRAFORM = "run `terraform apply` in terraform/envs/prod"
 RESULTS_BLOCK_TYPE, RESULTS_BLOCK_NAME = "gcs-bucket", "coincap-results"  # prefect.yaml names it
+
+WorkPoolReader = Callable[[str], Any]
+"""Reads a Prefect work pool by name; raises LookupError when there is none."""
+BlockReader = Callable[[str, str], Any]
+"""Reads a Prefect block document by block type slug and name; raises LookupError when there is none."""
 
 
 @dataclass(frozen=True)
@@ -166,11 +172,10 @@ def _key_problem(data: bytes) -> tuple[str | None, str | None]:
     return None, None
 
 
-def check_work_pool(settings: Settings, read_work_pool: Callable[[str], Any] | None = None) -> list[Finding]:
+def check_work_pool(settings: Settings, read_work_pool: WorkPoolReader) -> list[Finding]:
     """The Prefect work pool the deployments target exists on the configured Prefect API."""
-    reader = read_work_pool or _prefect_work_pool_reader()
     try:
-        pool = reader(settings.work_pool)
+        pool = read_work_pool(settings.work_pool)
     except LookupError:
         return [_problem("work pool", f"Prefect work pool {settings.work_pool} is missing",
                          f"{TERRAFORM} (it creates the pool), or set PIPELINE_WORK_POOL")]  # fmt: skip
@@ -181,46 +186,17 @@ def check_work_pool(settings: Settings, read_work_pool: Callable[[str], Any] | N
     return [Finding("work pool", True, f"{settings.work_pool} ({kind})")]
 
 
-def check_results_block(read_block: Callable[[str, str], Any] | None = None) -> list[Finding]:
+def check_results_block(read_block: BlockReader) -> list[Finding]:
     """The Prefect block the gcp deployments persist results to (without it every run fails at start)."""
-    reader = read_block or _prefect_block_reader()
     slug = f"{RESULTS_BLOCK_TYPE}/{RESULTS_BLOCK_NAME}"
     try:
-        reader(RESULTS_BLOCK_TYPE, RESULTS_BLOCK_NAME)
+        read_block(RESULTS_BLOCK_TYPE, RESULTS_BLOCK_NAME)
     except LookupError:
         return [_problem("results block", f"Prefect block {slug} is missing", "run `coincap-pipeline prefect-blocks`")]
     except Exception as exc:
         return [_problem("results block", f"Prefect API unreachable ({_short(exc)})",
                          "run `prefect cloud login` or set PREFECT_API_URL")]  # fmt: skip
     return [Finding("results block", True, f"{slug} exists")]
-
-
-def _prefect_block_reader() -> Callable[[str, str], Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    def read(block_type: str, name: str) -> Any:
-        with get_client(sync_client=True) as client:
-            try:
-                return client.read_block_document_by_name(name=name, block_type_slug=block_type)
-            except ObjectNotFound:
-                raise LookupError(name) from None
-
-    return read
-
-
-def _prefect_work_pool_reader() -> Callable[[str], Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    def read(name: str) -> Any:
-        with get_client(sync_client=True) as client:
-            try:
-                return client.read_work_pool(name)
-            except ObjectNotFound:
-                raise LookupError(name) from None
-
-    return read
 
 
 def check_marts_sql(
@@ -302,12 +278,14 @@ def run_preflight(
     storage_client: Any = None,
     bigquery_client: Any = None,
     secret_client: Any = None,
-    read_work_pool: Callable[[str], Any] | None = None,
-    read_block: Callable[[str, str], Any] | None = None,
+    read_work_pool: WorkPoolReader,
+    read_block: BlockReader,
     statements: dict[str, str] | None = None,
     relations: dict[str, str] | None = None,
 ) -> list[Finding]:
-    """Every check, in dependency order; later checks are skipped when settings are missing."""
+    """Every check, in dependency order; later checks are skipped when settings are missing.
+
+    `read_work_pool` and `read_block` ask Prefect (`flows.orchestration.preflight`'s readers ask its API)."""
     findings = check_settings(settings)
     if not settings.gcp_project or not settings.gcs_bucket:
         return findings

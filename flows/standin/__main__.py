@@ -8,8 +8,9 @@ import sys
 import threading
 from dataclasses import fields
 
-from flows.standin.catalog import HISTORY_INTERVALS_MS, Catalog
+from flows.standin.catalog import Catalog
 from flows.standin.faults import Faults
+from flows.standin.records import HISTORY_INTERVALS_MS
 from flows.standin.server import StubServer
 
 _FAULT_HELP = {

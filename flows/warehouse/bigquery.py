@@ -15,10 +15,10 @@ from decimal import Decimal
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from flows.contracts.ops_tables import DQ_DDL, DQ_TABLE, RUNS_DDL, RUNS_SCHEMA, RUNS_TABLE
 from flows.errors import ConfigError, PipelineError
 from flows.redaction import redact_row
 from flows.settings import Settings
-from flows.warehouse.local_duckdb import _DQ_DDL, _RUNS_DDL, DQ_TABLE, RUNS_SCHEMA, RUNS_TABLE
 
 if TYPE_CHECKING:
     from google.api_core.retry import Retry
@@ -45,13 +45,13 @@ _BIGQUERY_TYPES: dict[str, tuple[str, bool]] = {
 @cache
 def runs_columns() -> tuple[tuple[str, str, str], ...]:
     """(name, BigQuery type, mode) of the run-metrics table, read from the DuckDB DDL: one column list for both."""
-    return _ddl_columns(_RUNS_DDL, RUNS_TABLE_NAME)
+    return _ddl_columns(RUNS_DDL, RUNS_TABLE_NAME)
 
 
 @cache
 def dq_columns() -> tuple[tuple[str, str, str], ...]:
     """(name, BigQuery type, mode) of the data-quality results table, read from the DuckDB DDL likewise."""
-    return _ddl_columns(_DQ_DDL, DQ_TABLE_NAME)
+    return _ddl_columns(DQ_DDL, DQ_TABLE_NAME)
 
 
 def _ddl_columns(ddl: str, table_name: str) -> tuple[tuple[str, str, str], ...]:
@@ -221,7 +221,7 @@ class BigQueryWarehouse:
             _dq_schema(),
             partition_field="checked_at",
             clustering=["check_name", "status"],
-            description="One row per data-quality check per quality run (flows/quality.py).",
+            description="One row per data-quality check per quality run (flows/quality/).",
         )
 
     def _ensure_table(

@@ -61,7 +61,10 @@ def dbt_env(settings: Settings) -> dict[str, str]:
 def dbt_vars(settings: Settings) -> dict[str, Any]:
     """The vars every invocation passes: the snapshot-grain marts' partitions expire after the one granular
     retention (`PIPELINE_GRANULAR_RETENTION_DAYS`); `dbt/dbt_project.yml`'s default serves a bare `dbt` CLI."""
-    return {"granular_partition_expiration_days": settings.granular_retention_days}
+    return {
+        "granular_partition_expiration_days": settings.granular_retention_days,
+        "dq_price_jump_pct": settings.dq_price_jump_pct,  # the data-quality test dq_anomaly__price_jump
+    }
 
 
 def with_vars(settings: Settings, extra: Sequence[str]) -> list[str]:

@@ -9,74 +9,13 @@ from typing import Any
 
 import duckdb
 
+from flows.contracts.ops_tables import DQ_COLUMNS, DQ_DDL, DQ_TABLE, RUN_COLUMNS, RUNS_DDL, RUNS_TABLE
 from flows.errors import ConfigError, PipelineError
 from flows.lake.storage import not_writable
 from flows.redaction import redact_row
 
 # How long a connection waits for another process to release the file before giving up with one line.
 LOCK_WAIT_S = 15.0
-
-RUNS_SCHEMA = "ops"
-RUNS_TABLE = f"{RUNS_SCHEMA}.pipeline_runs"
-
-_RUNS_DDL = f"""
-create schema if not exists {RUNS_SCHEMA};
-create table if not exists {RUNS_TABLE} (
-    flow_run_id varchar,
-    snapshot_id varchar not null,
-    step varchar not null,           -- a dataset name, or 'dbt'
-    status varchar not null,         -- completed | failed
-    started_at timestamptz not null,
-    seconds double,
-    served bigint,
-    duplicates bigint,
-    valid bigint,
-    quarantined bigint,
-    pages bigint,
-    calls bigint,
-    failed_calls bigint,
-    retries bigint,
-    bytes bigint,
-    credits bigint,
-    new_fields varchar[],
-    files varchar[],
-    error varchar,
-    recorded_at timestamptz default current_timestamp
-);
-"""
-
-_COLUMNS = (
-    "flow_run_id", "snapshot_id", "step", "status", "started_at", "seconds", "served", "duplicates", "valid",
-    "quarantined", "pages", "calls", "failed_calls", "retries", "bytes", "credits", "new_fields", "files", "error",
-)  # fmt: skip
-
-DQ_TABLE = f"{RUNS_SCHEMA}.dq_results"
-
-# One row per data-quality check per quality run (flows/quality.py); the health page reads it.
-_DQ_DDL = f"""
-create schema if not exists {RUNS_SCHEMA};
-create table if not exists {DQ_TABLE} (
-    run_id varchar not null,         -- one id per quality run
-    flow_run_id varchar,
-    snapshot_id varchar,             -- the snapshot checked; null for checks not tied to one
-    checked_at timestamptz not null,
-    check_name varchar not null,     -- e.g. validity.no_negative_prices
-    category varchar not null,       -- completeness | freshness | validity | consistency | uniqueness | anomaly
-    dataset varchar not null,
-    severity varchar not null,       -- error | warn
-    status varchar not null,         -- pass | fail | warn | error
-    observed double,
-    threshold double,
-    failing_rows bigint,
-    detail varchar,
-    description varchar
-);
-"""
-
-DQ_COLUMNS = (
-    "run_id", "flow_run_id", "snapshot_id", "checked_at", "check_name", "category", "dataset", "severity", "status",
-    "observed", "threshold", "failing_rows", "detail", "description",
-)  # fmt: skip
 
 
 class LocalWarehouse:
@@ -128,20 +67,20 @@ class LocalWarehouse:
 
     def record_runs(self, rows: Iterable[dict[str, Any]]) -> None:
         """Append rows to the run-metrics table; a re-run adds rows (runs are events, not state)."""
-        self._append(_RUNS_DDL, RUNS_TABLE, _COLUMNS, rows)
+        self._append(RUNS_DDL, RUNS_TABLE, RUN_COLUMNS, rows)
 
     def ensure_ops_tables(self) -> None:
         """Create the ops tables (run metrics, data-quality results) if missing, so dbt's views on them build."""
         con = self._connect()
         try:
-            con.execute(_RUNS_DDL)
-            con.execute(_DQ_DDL)
+            con.execute(RUNS_DDL)
+            con.execute(DQ_DDL)
         finally:
             con.close()
 
     def record_checks(self, rows: Iterable[dict[str, Any]]) -> None:
         """Append data-quality results (one row per check per quality run) to ops.dq_results."""
-        self._append(_DQ_DDL, DQ_TABLE, DQ_COLUMNS, rows)
+        self._append(DQ_DDL, DQ_TABLE, DQ_COLUMNS, rows)
 
     def _append(self, ddl: str, table: str, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
         rows = [redact_row(row) for row in rows]  # error and detail texts: never a key or credential on disk

@@ -60,3 +60,11 @@ def recompute_from(day_column: str) -> str:
 
 def utc_date(timestamp_expr: str) -> str:
     return f"cast(timezone('UTC', {timestamp_expr}) as date)"
+
+
+def dedupe(relation: str, partition_by: str | list[str], order_by: str, where: str = "true") -> str:
+    keys = partition_by if isinstance(partition_by, str) else ", ".join(partition_by)
+    return (
+        f"select * from {relation}\n    where {where}\n"
+        f"    qualify row_number() over (partition by {keys} order by {order_by}) = 1"
+    )

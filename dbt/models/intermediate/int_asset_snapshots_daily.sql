@@ -13,20 +13,15 @@ asset_snapshots as (
 
 ),
 
+-- one d1 point per UTC day; should CoinCap ever send two, the later one wins
 asset_history as (
 
-    select
-        asset_id,
-        price_date,
-        price_usd,
-        -- one d1 point per UTC day; should CoinCap ever send two, the later one wins
-        row_number() over (
-            partition by asset_id, price_date
-            order by price_time_ms desc
-        ) as nth_of_day
-
-    from {{ ref('stg_coincap__asset_history') }}
-    where history_interval = 'd1'
+    {{ dedupe(
+        ref('stg_coincap__asset_history'),
+        ['asset_id', 'price_date'],
+        'price_time_ms desc',
+        where="history_interval = 'd1'",
+    ) }}
 
 ),
 
@@ -36,16 +31,21 @@ ordered as (
         asset_id,
         snapshot_date,
         snapshot_ts,
+        snapshot_id,
+        asset_rank,
+        asset_symbol,
+        asset_name,
         price_usd,
         market_cap_usd,
         volume_usd_24h,
+        change_percent_24h,
         row_number() over (
             partition by asset_id, snapshot_date
             order by snapshot_ts
         ) as nth_of_day,
         row_number() over (
             partition by asset_id, snapshot_date
-            order by snapshot_ts desc
+            order by snapshot_ts desc, snapshot_id desc
         ) as nth_from_end_of_day
 
     from asset_snapshots
@@ -71,7 +71,13 @@ snapshot_days as (
             * {{ dbt.safe_cast('volume_usd_24h', dbt.type_float()) }}
         ) / nullif({{ dbt.safe_cast('sum(volume_usd_24h)', dbt.type_float()) }}, 0) as vwap_usd,
         max(case when nth_from_end_of_day = 1 then market_cap_usd end) as close_market_cap_usd,
-        max(case when nth_from_end_of_day = 1 then volume_usd_24h end) as close_volume_usd_24h
+        max(case when nth_from_end_of_day = 1 then volume_usd_24h end) as close_volume_usd_24h,
+        -- the closing snapshot itself, and what it said of the asset: the reports show a day as of its close
+        max(case when nth_from_end_of_day = 1 then snapshot_id end) as close_snapshot_id,
+        max(case when nth_from_end_of_day = 1 then asset_rank end) as close_asset_rank,
+        max(case when nth_from_end_of_day = 1 then asset_symbol end) as close_asset_symbol,
+        max(case when nth_from_end_of_day = 1 then asset_name end) as close_asset_name,
+        max(case when nth_from_end_of_day = 1 then change_percent_24h end) as close_change_percent_24h
 
     from ordered
     group by asset_id, snapshot_date
@@ -96,16 +102,19 @@ history_days as (
         {{ dbt.safe_cast('asset_history.price_usd', dbt.type_float()) }} as avg_price_usd,
         cast(null as {{ dbt.type_float() }}) as vwap_usd,
         cast(null as {{ type_exact_decimal() }}) as close_market_cap_usd,
-        cast(null as {{ type_exact_decimal() }}) as close_volume_usd_24h
+        cast(null as {{ type_exact_decimal() }}) as close_volume_usd_24h,
+        cast(null as {{ dbt.type_string() }}) as close_snapshot_id,
+        cast(null as {{ dbt.type_bigint() }}) as close_asset_rank,
+        cast(null as {{ dbt.type_string() }}) as close_asset_symbol,
+        cast(null as {{ dbt.type_string() }}) as close_asset_name,
+        cast(null as {{ type_exact_decimal() }}) as close_change_percent_24h
 
     from asset_history
     left join snapshot_days
         on
             asset_history.asset_id = snapshot_days.asset_id
             and asset_history.price_date = snapshot_days.snapshot_date
-    where
-        asset_history.nth_of_day = 1
-        and snapshot_days.asset_id is null
+    where snapshot_days.asset_id is null
 
 ),
 

@@ -28,20 +28,9 @@ sightings as (
 
 ),
 
-ranked as (
-
-    select
-        *,
-        row_number() over (partition by asset_id order by snapshot_ts desc) as recency
-
-    from asset_snapshots
-
-),
-
 latest_attributes as (
 
-    select * from ranked
-    where recency = 1
+    {{ dedupe('asset_snapshots', ['asset_id'], 'snapshot_ts desc') }}
 
 ),
 

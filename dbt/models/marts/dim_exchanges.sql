@@ -28,20 +28,9 @@ sightings as (
 
 ),
 
-ranked as (
-
-    select
-        *,
-        row_number() over (partition by exchange_id order by snapshot_ts desc) as recency
-
-    from exchange_snapshots
-
-),
-
 latest_attributes as (
 
-    select * from ranked
-    where recency = 1
+    {{ dedupe('exchange_snapshots', ['exchange_id'], 'snapshot_ts desc') }}
 
 ),
 

@@ -21,45 +21,15 @@ asset_snapshots as (
 
 ),
 
-ranked_ticks as (
-
-    select
-        asset_id,
-        price_usd,
-        tick_ts,
-        row_number() over (
-            partition by asset_id
-            order by tick_ts desc, connection_id desc, message_seq desc
-        ) as recency
-
-    from ticks
-
-),
-
 latest_ticks as (
 
-    select * from ranked_ticks
-    where recency = 1
-
-),
-
-ranked_snapshots as (
-
-    select
-        asset_id,
-        price_usd,
-        snapshot_ts,
-        snapshot_id,
-        row_number() over (partition by asset_id order by snapshot_ts desc) as recency
-
-    from asset_snapshots
+    {{ dedupe('ticks', ['asset_id'], 'tick_ts desc, connection_id desc, message_seq desc') }}
 
 ),
 
 latest_snapshots as (
 
-    select * from ranked_snapshots
-    where recency = 1
+    {{ dedupe('asset_snapshots', ['asset_id'], 'snapshot_ts desc') }}
 
 ),
 

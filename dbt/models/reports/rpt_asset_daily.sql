@@ -30,13 +30,14 @@ asset_days as (
 
 closing_snapshots as (
 
+    -- what the day's closing snapshot said of the asset (null on days filled from history)
     select
         asset_id,
-        snapshot_ts,
-        asset_symbol,
-        asset_name
+        snapshot_date,
+        close_asset_symbol as asset_symbol,
+        close_asset_name as asset_name
 
-    from {{ ref('stg_coincap__assets') }}
+    from {{ ref('int_asset_snapshots_daily') }}
     where snapshot_date >= {{ first_day }}
 
 ),
@@ -79,7 +80,7 @@ final as (
     left join closing_snapshots
         on
             asset_days.asset_id = closing_snapshots.asset_id
-            and asset_days.last_snapshot_ts = closing_snapshots.snapshot_ts
+            and asset_days.price_date = closing_snapshots.snapshot_date
     left join assets
         on asset_days.asset_id = assets.asset_id
 

@@ -21,9 +21,21 @@
 
 with
 
+latest_snapshots as (
+
+    select
+        dataset,
+        snapshot_date,
+        snapshot_id
+
+    from {{ ref('int_latest_snapshot_per_day') }}
+    where dataset in ('exchanges', 'markets') and snapshot_date >= {{ first_day }}
+
+),
+
 exchange_snapshots as (
 
-    select * from {{ ref('stg_coincap__exchanges') }}
+    select * from {{ ref('fct_exchange_snapshots') }}
     where snapshot_date >= {{ first_day }}
 
 ),
@@ -32,34 +44,6 @@ market_snapshots as (
 
     select * from {{ ref('fct_market_snapshots') }}
     where snapshot_date >= {{ first_day }}
-
-),
-
-ranked_exchange_snapshots as (
-
-    select
-        snapshot_date,
-        snapshot_id,
-        row_number() over (
-            partition by snapshot_date order by max(snapshot_ts) desc, snapshot_id desc
-        ) as recency
-
-    from exchange_snapshots
-    group by snapshot_date, snapshot_id
-
-),
-
-ranked_market_snapshots as (
-
-    select
-        snapshot_date,
-        snapshot_id,
-        row_number() over (
-            partition by snapshot_date order by max(snapshot_ts) desc, snapshot_id desc
-        ) as recency
-
-    from market_snapshots
-    group by snapshot_date, snapshot_id
 
 ),
 
@@ -74,22 +58,11 @@ latest_exchanges as (
         ) }} as snapshot_volume_usd_24h
 
     from exchange_snapshots
-    inner join ranked_exchange_snapshots
+    inner join latest_snapshots
         on
-            exchange_snapshots.snapshot_date = ranked_exchange_snapshots.snapshot_date
-            and exchange_snapshots.snapshot_id = ranked_exchange_snapshots.snapshot_id
-    where ranked_exchange_snapshots.recency = 1
-
-),
-
-latest_market_snapshots as (
-
-    select
-        snapshot_date,
-        snapshot_id
-
-    from ranked_market_snapshots
-    where recency = 1
+            latest_snapshots.dataset = 'exchanges'
+            and exchange_snapshots.snapshot_date = latest_snapshots.snapshot_date
+            and exchange_snapshots.snapshot_id = latest_snapshots.snapshot_id
 
 ),
 
@@ -103,11 +76,23 @@ markets_by_exchange as (
         {{ dbt.safe_cast('sum(market_snapshots.volume_usd_24h)', dbt.type_float()) }} as markets_volume_usd_24h
 
     from market_snapshots
-    inner join latest_market_snapshots
+    inner join latest_snapshots
         on
-            market_snapshots.snapshot_date = latest_market_snapshots.snapshot_date
-            and market_snapshots.snapshot_id = latest_market_snapshots.snapshot_id
+            latest_snapshots.dataset = 'markets'
+            and market_snapshots.snapshot_date = latest_snapshots.snapshot_date
+            and market_snapshots.snapshot_id = latest_snapshots.snapshot_id
     group by market_snapshots.snapshot_date, market_snapshots.snapshot_id, market_snapshots.exchange_id
+
+),
+
+latest_market_snapshots as (
+
+    -- the days with a markets snapshot (one that has rows: a 0-row snapshot is no day's latest)
+    select distinct
+        snapshot_date,
+        snapshot_id
+
+    from markets_by_exchange
 
 ),
 

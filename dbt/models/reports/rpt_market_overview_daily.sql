@@ -2,6 +2,8 @@
     cap, volume, 24-hour change) with the asset's share of that snapshot's total market cap (dominance) and the
     totals. Pre-aggregated to one snapshot a day, 64-bit floats for the charts; on BigQuery partitioned by
     report_date (the dashboard's date range) and clustered by rank and asset, so a chart reads only its days.
+    The day's latest snapshot is int_latest_snapshot_per_day's; an asset's figures are those of its close of the
+    day (int_asset_snapshots_daily), which is that snapshot for every asset it lists.
 
     Incremental like the facts: the latest loaded day and later days are recomputed whole, so a re-run snapshot
     replaces its day and `is_latest_day` moves to the newest day (the day it leaves is recomputed too). -#}
@@ -20,44 +22,33 @@
 
 with
 
-asset_snapshots as (
-
-    select * from {{ ref('stg_coincap__assets') }}
-    where snapshot_date >= {{ first_day }}
-
-),
-
-snapshots as (
+latest_snapshots as (
 
     select
         snapshot_date,
-        snapshot_id,
-        max(snapshot_ts) as snapshot_ts
+        snapshot_id
 
-    from asset_snapshots
-    group by snapshot_date, snapshot_id
+    from {{ ref('int_latest_snapshot_per_day') }}
+    where dataset = 'assets' and snapshot_date >= {{ first_day }}
 
 ),
 
-ranked_snapshots as (
+asset_days as (
 
-    select
-        *,
-        row_number() over (partition by snapshot_date order by snapshot_ts desc, snapshot_id desc) as recency
-
-    from snapshots
+    select * from {{ ref('int_asset_snapshots_daily') }}
+    where snapshot_date >= {{ first_day }}
 
 ),
 
 latest_assets as (
 
-    select asset_snapshots.*
-    from asset_snapshots
-    inner join ranked_snapshots
+    -- the assets the day's latest snapshot lists: an asset it lists closes the day in it
+    select asset_days.*
+    from asset_days
+    inner join latest_snapshots
         on
-            asset_snapshots.snapshot_date = ranked_snapshots.snapshot_date
-            and asset_snapshots.snapshot_id = ranked_snapshots.snapshot_id
-    where ranked_snapshots.recency = 1
+            asset_days.snapshot_date = latest_snapshots.snapshot_date
+            and asset_days.close_snapshot_id = latest_snapshots.snapshot_id
 
 ),
 
@@ -65,12 +56,12 @@ totals as (
 
     -- exact decimal sums, so the totals do not depend on the order rows are added in
     select
-        snapshot_id,
-        {{ dbt.safe_cast('sum(market_cap_usd)', dbt.type_float()) }} as total_market_cap_usd,
-        {{ dbt.safe_cast('sum(volume_usd_24h)', dbt.type_float()) }} as total_volume_usd_24h
+        close_snapshot_id,
+        {{ dbt.safe_cast('sum(close_market_cap_usd)', dbt.type_float()) }} as total_market_cap_usd,
+        {{ dbt.safe_cast('sum(close_volume_usd_24h)', dbt.type_float()) }} as total_volume_usd_24h
 
     from latest_assets
-    group by snapshot_id
+    group by close_snapshot_id
 
 ),
 
@@ -78,16 +69,16 @@ final as (
 
     select
         latest_assets.snapshot_date as report_date,
-        latest_assets.snapshot_id,
+        latest_assets.close_snapshot_id as snapshot_id,
         latest_assets.asset_id,
-        latest_assets.asset_symbol,
-        latest_assets.asset_name,
-        latest_assets.asset_rank,
-        {{ dbt.safe_cast('latest_assets.price_usd', dbt.type_float()) }} as price_usd,
-        {{ dbt.safe_cast('latest_assets.market_cap_usd', dbt.type_float()) }} as market_cap_usd,
-        {{ dbt.safe_cast('latest_assets.volume_usd_24h', dbt.type_float()) }} as volume_usd_24h,
-        {{ dbt.safe_cast('latest_assets.change_percent_24h', dbt.type_float()) }} as change_percent_24h,
-        100 * {{ dbt.safe_cast('latest_assets.market_cap_usd', dbt.type_float()) }}
+        latest_assets.close_asset_symbol as asset_symbol,
+        latest_assets.close_asset_name as asset_name,
+        latest_assets.close_asset_rank as asset_rank,
+        {{ dbt.safe_cast('latest_assets.close_price_usd', dbt.type_float()) }} as price_usd,
+        {{ dbt.safe_cast('latest_assets.close_market_cap_usd', dbt.type_float()) }} as market_cap_usd,
+        {{ dbt.safe_cast('latest_assets.close_volume_usd_24h', dbt.type_float()) }} as volume_usd_24h,
+        {{ dbt.safe_cast('latest_assets.close_change_percent_24h', dbt.type_float()) }} as change_percent_24h,
+        100 * {{ dbt.safe_cast('latest_assets.close_market_cap_usd', dbt.type_float()) }}
         / nullif(totals.total_market_cap_usd, 0) as dominance_pct,
         totals.total_market_cap_usd,
         totals.total_volume_usd_24h,
@@ -95,7 +86,7 @@ final as (
 
     from latest_assets
     inner join totals
-        on latest_assets.snapshot_id = totals.snapshot_id
+        on latest_assets.close_snapshot_id = totals.close_snapshot_id
 
 )
 

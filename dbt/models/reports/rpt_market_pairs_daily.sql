@@ -46,17 +46,14 @@ asset_snapshots as (
 
 ),
 
-ranked_market_snapshots as (
+latest_market_snapshots as (
 
     select
         snapshot_date,
-        snapshot_id,
-        row_number() over (
-            partition by snapshot_date order by max(snapshot_ts) desc, snapshot_id desc
-        ) as recency
+        snapshot_id
 
-    from market_snapshots
-    group by snapshot_date, snapshot_id
+    from {{ ref('int_latest_snapshot_per_day') }}
+    where dataset = 'markets' and snapshot_date >= {{ first_day }}
 
 ),
 
@@ -75,11 +72,10 @@ latest_markets as (
         ) }} as exchange_volume_usd_24h
 
     from market_snapshots
-    inner join ranked_market_snapshots
+    inner join latest_market_snapshots
         on
-            market_snapshots.snapshot_date = ranked_market_snapshots.snapshot_date
-            and market_snapshots.snapshot_id = ranked_market_snapshots.snapshot_id
-    where ranked_market_snapshots.recency = 1
+            market_snapshots.snapshot_date = latest_market_snapshots.snapshot_date
+            and market_snapshots.snapshot_id = latest_market_snapshots.snapshot_id
 
 ),
 

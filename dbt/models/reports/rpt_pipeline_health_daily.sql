@@ -2,67 +2,30 @@
     table: runs and failed runs, records served / valid / quarantined / dropped as duplicates, API calls, credits,
     bytes and seconds, and when the step last succeeded and last failed (with that failure's one-line error).
 
-    A view: the run-metrics table gets its rows after the build (the dbt step records itself when it ends), and a
-    view shows them at once. ops.pipeline_runs is written by the pipeline, not by dbt: until the first run records
-    a row it does not exist, and the view is built on an empty stand-in with the same columns (a warning says so;
-    the pipeline creates the ops tables before it builds, so this only happens to a bare `dbt build`). -#}
+    A view (over the staging view of ops.pipeline_runs, stg_ops__pipeline_runs): the run-metrics table gets its rows
+    after the build (the dbt step records itself when it ends), and a view shows them at once. Empty until the
+    pipeline has created the table (see stg_ops__pipeline_runs). -#}
 {{ config(materialized='view') }}
-
-{%- set runs_table = source('ops', 'pipeline_runs') %}
-{%- set runs_table_missing = false %}
-{%- if execute is sameas true %}
-    {%- set runs_table_missing = adapter.get_relation(
-        database=runs_table.database, schema=runs_table.schema, identifier=runs_table.identifier
-    ) is none %}
-{%- endif %}
-{%- if runs_table_missing %}
-    {%- do exceptions.warn(
-        runs_table ~ " does not exist yet: rpt_pipeline_health_daily is empty until a dbt build after the first"
-        ~ " pipeline run"
-    ) %}
-{%- endif %}
 
 with
 
 runs as (
 
-    {%- if runs_table_missing %}
+    select
+        step,
+        status,
+        started_at,
+        seconds,
+        served,
+        duplicates,
+        valid,
+        quarantined,
+        calls,
+        bytes,
+        credits,
+        error
 
-        select
-            cast(null as {{ dbt.type_string() }}) as step,
-            cast(null as {{ dbt.type_string() }}) as status,
-            {{ ms_to_timestamp('cast(null as ' ~ dbt.type_bigint() ~ ')') }} as started_at,
-            cast(null as {{ dbt.type_float() }}) as seconds,
-            cast(null as {{ dbt.type_bigint() }}) as served,
-            cast(null as {{ dbt.type_bigint() }}) as duplicates,
-            cast(null as {{ dbt.type_bigint() }}) as valid,
-            cast(null as {{ dbt.type_bigint() }}) as quarantined,
-            cast(null as {{ dbt.type_bigint() }}) as calls,
-            cast(null as {{ dbt.type_bigint() }}) as bytes,
-            cast(null as {{ dbt.type_bigint() }}) as credits,
-            cast(null as {{ dbt.type_string() }}) as error
-        from (select 1 as placeholder) as stand_in
-        where false
-
-    {%- else %}
-
-        select
-            step,
-            status,
-            started_at,
-            seconds,
-            served,
-            duplicates,
-            valid,
-            quarantined,
-            calls,
-            bytes,
-            credits,
-            error
-
-        from {{ runs_table }}
-
-    {%- endif %}
+    from {{ ref('stg_ops__pipeline_runs') }}
 
 ),
 

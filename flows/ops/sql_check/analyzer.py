@@ -172,7 +172,7 @@ class SqlAnalyzer:
 
         self.catalog = catalog
         self._pb = local_service_pb2
-        self._client = _wasm_client(cache_dir)
+        self._client = wasm_client(cache_dir)
         self.language = self._call(
             "GetLanguageOptions", local_service_pb2.LanguageOptionsRequest(maximum_features=True),
             options_pb2.LanguageOptionsProto,
@@ -201,7 +201,7 @@ class SqlAnalyzer:
         if created is None:
             return Analyzed(error=None)
         path, columns = created
-        project, dataset, name = _table_path(path, self.catalog)
+        project, dataset, name = table_path(path, self.catalog)
         self.catalog.add(dataset, name, columns, project=project)
         return Analyzed(error=None, created=(project, dataset, name), columns=tuple(columns))
 
@@ -250,7 +250,7 @@ def _created(statement: Any) -> tuple[list[str], list[tuple[str, Any]]] | None:
     return path, columns
 
 
-def _table_path(path: list[str], catalog: Catalog) -> tuple[str, str, str]:
+def table_path(path: list[str], catalog: Catalog) -> tuple[str, str, str]:
     if len(path) >= 3:  # `project`.`dataset`.`table`; a project may hold dots (`example.com:my-project`)
         return path[-3], path[-2], path[-1]
     # `project.dataset.table` or `dataset.table` as one identifier: the table and the dataset have no dots
@@ -271,7 +271,7 @@ def _message(exc: BaseException) -> str:
 _CLIENT: Any = None
 
 
-def _wasm_client(cache_dir: Path | None) -> Any:
+def wasm_client(cache_dir: Path | None) -> Any:
     """One WebAssembly instance of ZetaSQL's local service per process, its compiled module cached on disk."""
     global _CLIENT
     if _CLIENT is None:

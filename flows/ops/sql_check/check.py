@@ -5,7 +5,8 @@ What is analyzed, in the order BigQuery would see it:
 - `model-incremental`: every model as compiled for an incremental run (partition lookups, temporary tables);
 - `preflight`: each model's SELECT, as preflight dry-runs it;
 - `hook`: dbt's on-run-start/end hooks, if the project has any;
-- `quality`: every data-quality query (the checks and the lookups that find the snapshots they read);
+- `quality`: every data-quality query (the checks, the lookups that find the snapshots they read, and the reads
+  of the data-quality tests' stored failures);
 - `cli`: the queries commands run on the warehouse (`plan-credits`' bytes per record);
 - `looker`: every query the Looker Studio report's charts and controls issue (looker/report.yaml);
 - `readme`: the `coincap-pipeline sql` examples README.md shows for the gcp target.
@@ -20,7 +21,7 @@ import shlex
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +142,10 @@ def collect(
     preflight_sql, _ = models_in_order(build.manifest)  # what preflight dry-runs
     statements += [Statement("preflight", name, sql) for name, sql in preflight_sql.items()]
     statements += [Statement("quality", name, sql) for name, sql in quality_statements(settings).items()]
+    from flows.quality.dbt_results import stored_failures_statements  # read after each data-quality test
+
+    failures = stored_failures_statements(build.manifest)
+    statements += [Statement("quality", f"stored_failures.{name}", sql) for name, sql in failures.items()]
     from flows.ops.credit_plan import measured_runs_sql
 
     statements.append(Statement("cli", "plan_credits.measured", measured_runs_sql(settings)))
@@ -171,15 +176,12 @@ def quality_statements(settings: Settings, now: datetime | None = None) -> dict[
         ctx.landed_datasets()
         for dataset in DATASETS:
             ctx.target(dataset)
-        ctx.reference("assets", Snap("markets", f"{now:%Y%m%dT%H%M%SZ}", now.date(), now))
     queries = {f"lookup_{i + 1}": sql for i, sql in enumerate(dict.fromkeys(recorded))}
 
     def snap(dataset: str, at: datetime) -> Snap:
         return Snap(dataset, f"{at:%Y%m%dT%H%M%SZ}", at.date(), at)
 
-    targets = {d: snap(d, now) for d in DATASETS}
-    previous = {d: snap(d, now - timedelta(days=1)) for d in DATASETS}
-    queries.update(compile_checks(settings, targets, previous, now=now))
+    queries.update(compile_checks(settings, {d: snap(d, now) for d in DATASETS}, now=now))
     return queries
 
 

@@ -192,8 +192,10 @@ def compile_offline(settings: Settings, *, raw_tables: list[str] | None = None) 
         manifest = json.loads((target / "manifest.json").read_text())
         incremental_sql = list(catalog.statements)
         catalog.statements.clear()
+        from flows.quality.freshness import freshness_vars_args  # the thresholds dbt reads as vars
+
         with stubbed_bigquery(catalog):
-            freshness = run_dbt(settings, "source freshness", raise_on_failure=False)
+            freshness = run_dbt(settings, "source freshness", *freshness_vars_args(settings), raise_on_failure=False)
         incremental.failures += [f"source freshness: {f}" for f in freshness.failures]
         return OfflineBuild(
             settings, manifest, first, incremental, first_sql, incremental_sql, list(catalog.statements),

@@ -78,37 +78,13 @@ renamed as (
 
 deduplicated as (
 
-    select
-        *,
-        row_number() over (
-            partition by asset_id, history_interval, price_time_ms
-            order by fetched_at desc, api_timestamp desc nulls last
-        ) as duplicate_rank
-
-    from renamed
-    where price_ts is not null and price_usd is not null
-
-),
-
-final as (
-
-    select
-        asset_id,
-        history_interval,
-        price_time_ms,
-        price_ts,
-        price_date,
-        price_usd,
-        circulating_supply,
-        api_date_text,
-        backfill_run_id,
-        fetched_at,
-        api_timestamp,
-        extra_fields_json
-
-    from deduplicated
-    where duplicate_rank = 1
+    {{ dedupe(
+        'renamed',
+        ['asset_id', 'history_interval', 'price_time_ms'],
+        'fetched_at desc, api_timestamp desc nulls last',
+        where='price_ts is not null and price_usd is not null',
+    ) }}
 
 )
 
-select * from final
+select * from deduplicated

@@ -1,9 +1,9 @@
-{#- A view on DuckDB. On BigQuery an incremental table partitioned by day: each run reads only the lake
-    partitions (`dt`) from the latest day already loaded, replacing those days whole, so marts and tests read
-    native storage instead of re-reading every Parquet file of the bucket. -#}
+{#- A view on DuckDB. On BigQuery an incremental table partitioned by day (the folder's materialization, in
+    dbt_project.yml): each run reads only the lake partitions (`dt`) from the latest day already loaded, replacing
+    those days whole, so marts and tests read native storage instead of re-reading every Parquet file of the bucket.
+-#}
 {{
     config(
-        materialized=('incremental' if target.type == 'bigquery' else 'view'),
         incremental_strategy='insert_overwrite',
         partition_by=partition_by_day('snapshot_date'),
         cluster_by=['asset_id'],
@@ -54,43 +54,8 @@ renamed as (
 
 deduplicated as (
 
-    select
-        *,
-        row_number() over (
-            partition by asset_id, snapshot_id
-            order by api_timestamp desc nulls last
-        ) as duplicate_rank
-
-    from renamed
-    where price_usd is not null
-
-),
-
-final as (
-
-    select
-        asset_id,
-        snapshot_id,
-        snapshot_ts,
-        snapshot_date,
-        asset_rank,
-        asset_symbol,
-        asset_name,
-        price_usd,
-        market_cap_usd,
-        volume_usd_24h,
-        vwap_24h,
-        change_percent_24h,
-        supply,
-        max_supply,
-        explorer_url,
-        tokens_json,
-        api_timestamp,
-        extra_fields_json
-
-    from deduplicated
-    where duplicate_rank = 1
+    {{ dedupe('renamed', ['asset_id', 'snapshot_id'], 'api_timestamp desc nulls last', where='price_usd is not null') }}
 
 )
 
-select * from final
+select * from deduplicated

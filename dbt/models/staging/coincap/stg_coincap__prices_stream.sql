@@ -62,32 +62,8 @@ renamed as (
 
 deduplicated as (
 
-    select
-        *,
-        row_number() over (
-            partition by connection_id, message_seq, asset_id
-            order by batch_id
-        ) as duplicate_rank
-
-    from renamed
-    where price_usd is not null
-
-),
-
-final as (
-
-    select
-        asset_id,
-        connection_id,
-        message_seq,
-        tick_ts,
-        tick_date,
-        price_usd,
-        batch_id
-
-    from deduplicated
-    where duplicate_rank = 1
+    {{ dedupe('renamed', ['connection_id', 'message_seq', 'asset_id'], 'batch_id', where='price_usd is not null') }}
 
 )
 
-select * from final
+select * from deduplicated

@@ -1,9 +1,9 @@
-{#- A view on DuckDB. On BigQuery an incremental table partitioned by day: each run reads only the lake
-    partitions (`dt`) from the latest day already loaded, replacing those days whole, so marts and tests read
-    native storage instead of re-reading every Parquet file of the bucket. -#}
+{#- A view on DuckDB. On BigQuery an incremental table partitioned by day (the folder's materialization, in
+    dbt_project.yml): each run reads only the lake partitions (`dt`) from the latest day already loaded, replacing
+    those days whole, so marts and tests read native storage instead of re-reading every Parquet file of the bucket.
+-#}
 {{
     config(
-        materialized=('incremental' if target.type == 'bigquery' else 'view'),
         incremental_strategy='insert_overwrite',
         partition_by=partition_by_day('snapshot_date'),
         cluster_by=['rate_id'],
@@ -46,35 +46,8 @@ renamed as (
 
 deduplicated as (
 
-    select
-        *,
-        row_number() over (
-            partition by rate_id, snapshot_id
-            order by api_timestamp desc nulls last
-        ) as duplicate_rank
-
-    from renamed
-    where rate_usd is not null
-
-),
-
-final as (
-
-    select
-        rate_id,
-        snapshot_id,
-        snapshot_ts,
-        snapshot_date,
-        rate_symbol,
-        currency_symbol,
-        rate_type,
-        rate_usd,
-        api_timestamp,
-        extra_fields_json
-
-    from deduplicated
-    where duplicate_rank = 1
+    {{ dedupe('renamed', ['rate_id', 'snapshot_id'], 'api_timestamp desc nulls last', where='rate_usd is not null') }}
 
 )
 
-select * from final
+select * from deduplicated
