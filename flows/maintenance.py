@@ -28,7 +28,7 @@ from flows.settings import Settings, Target, current_settings
 
 # Lake prefixes holding granular, dt-partitioned data. Asset history (and its quarantine) is daily data: kept
 # forever. On Google Cloud the bucket's lifecycle rule deletes by these same prefixes (Terraform's
-# lake_bucket granular_prefixes; tests/test_terraform.py checks that the two lists agree).
+# lake_bucket granular_prefixes; tests/integration/test_terraform.py checks that the two lists agree).
 GRANULAR_PREFIXES = (
     "coincap/assets/",
     "coincap/rates/",

@@ -8,7 +8,7 @@ landed in the lake (and the marts), quarantined with a reason, duplicated, lost,
     python -m flows.lab.fault_suite --json             # per scenario and dataset, as JSON
     python -m flows.lab.fault_suite --write docs/fault-suite.md
 
-tests/test_fault_suite.py runs it in CI. Retries are made quick (millisecond backoff, task retries without their
+tests/e2e/test_fault_suite.py runs it in CI. Retries are made quick (millisecond backoff, task retries without their
 production delays of 5-300 s), so the suite takes 1.5 to 2.5 minutes on 2 cores; the one dbt build is a third of it.
 Nothing in the pipeline is patched: a lake fault goes in through the lake factory's `storage_wrapper`, quick task
 retries through the scenario's settings (`PIPELINE_TASK_RETRY_DELAY_SCALE=0`).

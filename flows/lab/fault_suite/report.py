@@ -46,7 +46,7 @@ DOC_INTRO = """\
 
 `python -m flows.lab.fault_suite` runs the snapshot and backfill flows (Prefect tasks, client, contracts, staged
 Parquet, lake; dbt where noted) against the local CoinCap stand-in and the local lake with one fault at a time, then
-accounts for every record. `tests/test_fault_suite.py` runs the same suite in CI and fails on any loss, duplicate,
+accounts for every record. `tests/e2e/test_fault_suite.py` runs the same suite in CI and fails on any loss, duplicate,
 orphaned object, misrouted record or outcome other than the designed one, naming the scenario. Each scenario starts
 from an empty data folder; snapshots are a synthetic catalog of 100 assets, 120 rates, 100 exchanges and 100 markets
 (3% invalid on purpose) in pages of 40; backfills are 8 assets x 2 years of daily history (24 chunks).

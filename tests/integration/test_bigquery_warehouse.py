@@ -24,13 +24,14 @@ import pytest
 from flows.contracts.ops_tables import RUNS_TABLE
 from flows.errors import ConfigError, PipelineError
 from flows.ingest.extract import DatasetReport
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings
 from flows.warehouse.bigquery import BigQueryWarehouse, runs_columns
 from flows.warehouse.factory import warehouse
 from flows.warehouse.local_duckdb import LocalWarehouse
 from tests.bq_emulator import PROJECT, BigQueryEmulator, bq_emulator  # noqa: F401 - session fixture
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 FAST = {"retry_deadline_s": 5.0, "request_timeout_s": 5.0, "query_timeout_s": 20.0}
 
 

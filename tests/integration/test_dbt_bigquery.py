@@ -4,7 +4,7 @@
 on the gcp target; only the connection is replaced, and every SQL statement dbt would send is recorded. Two
 passes: a first build (CREATE TABLE/VIEW, data tests) and an incremental run (insert_overwrite with copy jobs).
 Here the marts' configs and the statements' shape are checked (sqlglot's BigQuery dialect parses them: syntax
-only); tests/test_sql_check.py has Google's analyzer check their semantics.
+only); tests/integration/test_sql_check.py has Google's analyzer check their semantics.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import sqlglot
 from sqlglot import exp
 
 from flows.ops.sql_check.dbt_offline import LATEST_LOADED_DAY, OfflineBuild
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings
 from flows.warehouse.dbt import DbtOutcome, dbt_env
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 PROJECT = "example-project"
 SNAPSHOT_FACTS = {
     "fct_asset_snapshots": ["asset_id"],

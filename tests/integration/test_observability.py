@@ -35,12 +35,13 @@ from flows.ops.observability import (
 )
 from flows.orchestration.artifacts import ARTIFACT_KEY
 from flows.orchestration.logs import configure_logging
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings, use_settings
 from flows.warehouse.dbt import DbtOutcome
 from tests.conftest import fast_settings
-from tests.test_alerts import TOKEN, Webhook, bad_report
+from tests.integration.test_alerts import TOKEN, Webhook, bad_report
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 KEY = "known-key-9c41e7d2"
 
 

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from flows.paths import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 PLATFORM = "linux/amd64"
 
 # `docker build` / `docker buildx build` / `docker image build`, up to the end of the command: a newline that is not

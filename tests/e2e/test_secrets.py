@@ -31,10 +31,11 @@ from pydantic import SecretStr, ValidationError
 
 from flows.errors import ApiError, ConfigError, PipelineError
 from flows.ops.observability import RedactedError, redact, redacted_errors, register_secret, scrub_exception
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings, check_secrets, use_settings
-from tests.test_alerts import Reply, Webhook
+from tests.integration.test_alerts import Reply, Webhook
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 CANARY_KEY = "canary-key-5e0f7b1c9a"
 HOOK_SECRET = "T0CANARY/B0CANARY/canaryHookSecret4d2e"
 URL_PASSWORD = "canary-url-pw-77a1"

@@ -35,11 +35,12 @@ from flows.lab.fault_suite import (
 )
 from flows.lake.factory import lake_storage, storage_wrapper
 from flows.lake.storage import LakeStorage, LocalStorage, StorageWrapper
+from flows.paths import PROJECT_ROOT
 from flows.standin import Catalog, Faults, StubServer
 from flows.standin.faults import NEW_FIELDS, OPTIONAL_FIELDS, drift_record, has_wrong_type
 from flows.standin.records import RawRecord
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 KEY = "fault-key"
 TIMEOUT = 10
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from flows.ingest.extract import extract_dataset
 from flows.ops.credit_plan import dataset_credits, plan, records_in_scope, runs_per_month, smallest_plan
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings
 from flows.snapshot_id import Snapshot
 from flows.standin import Catalog, StubServer
 from tests.conftest import API_KEY, fast_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 
 
 def test_default_schedule_fits_the_free_plan():

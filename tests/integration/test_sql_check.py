@@ -35,9 +35,10 @@ from flows.ops.sql_check.check import (
     raw_catalog,
     readme_statements,
 )
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 PROJECT = "example-project"
 
 

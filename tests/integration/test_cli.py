@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from flows.paths import PROJECT_ROOT
 from flows.standin import Faults
 from tests.conftest import API_KEY
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 
 
 def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

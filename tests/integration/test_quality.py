@@ -26,6 +26,7 @@ import sqlglot
 from sqlglot import exp
 
 from flows import quality
+from flows.paths import PROJECT_ROOT
 from flows.quality import CHECKS, CheckResult, QualityReport, Snap, compile_checks, run_checks
 from flows.quality.dbt_results import DbtTest, check_name_of, check_results, declared_checks, read_tests, target_dir
 from flows.settings import Settings, use_settings
@@ -37,7 +38,7 @@ from tests.conftest import API_KEY, fast_settings
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 
 # What `Catalog.with_bad_values` breaks, and the checks that must say so (nothing else may trip).
 BAD_FAILS = {

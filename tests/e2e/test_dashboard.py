@@ -25,8 +25,9 @@ from flows.dashboard.reader import open_reader
 from flows.dashboard.server import CONTENT_SECURITY_POLICY, DashboardServer
 from flows.dashboard.site import PAGE_NAMES, DashboardSite, build_dashboard
 from flows.errors import ConfigError
+from flows.paths import PROJECT_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 TODAY = date(2026, 11, 21)
 XSS_NAME = '<script>alert("name")</script><img src=x onerror=alert(1)>'
 XSS_DETAIL = "bad <b>row</b> \"quoted\" <img src=x onerror=alert('detail')>"

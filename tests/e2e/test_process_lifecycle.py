@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 
 from flows.cli.prefect_server import TiedPopen, TiedSubprocess, exit_with_us, tie_prefect_server
+from flows.paths import PROJECT_ROOT
 from tests.conftest import API_KEY
 from tests.tools import cli_env
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the server is tied to the CLI on Linux only")
 

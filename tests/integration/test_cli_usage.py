@@ -16,9 +16,10 @@ import typer.main
 from flows.cli import app
 from flows.dashboard.server import DashboardServer
 from flows.errors import ConfigError, SnapshotIdError
+from flows.paths import PROJECT_ROOT
 from flows.snapshot_id import MAX_AHEAD, Snapshot
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 SCRIPT = Path(sys.executable).with_name("coincap-pipeline")  # the console script, as installed in the venv
 COMMANDS = sorted(typer.main.get_command(app).commands)  # registered commands: a new one is covered by itself
 # Runs main() as the console script does, then says whether Prefect (or the flows) was ever imported.

@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings
 from flows.warehouse.dbt import DbtOutcome, run_dbt
 from tests.lake_fixtures import Snapshot, generate_history, write_history
@@ -42,7 +43,7 @@ MARTS: dict[str, tuple[str, ...]] = {
     "fct_rates": ("rate_id", "snapshot_id"),
     "fct_asset_daily": ("asset_id", "price_date"),
 }
-MODEL_FILES = sorted(Path(__file__).resolve().parent.parent.joinpath("dbt", "models").rglob("*.sql"))
+MODEL_FILES = sorted(PROJECT_ROOT.joinpath("dbt", "models").rglob("*.sql"))
 INCREMENTAL_MARTS = (
     "fct_asset_snapshots", "fct_exchange_snapshots", "fct_market_snapshots", "fct_rates", "fct_asset_daily",
 )  # fmt: skip

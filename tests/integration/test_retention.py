@@ -19,11 +19,12 @@ import yaml
 
 from flows.lake.storage import LocalStorage
 from flows.maintenance import apply_retention, cutoff_for, expired_objects
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings
 from flows.warehouse.dbt import invoke_dbt, run_dbt
 from tests.lake_fixtures import generate_history, write_history
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 DAYS = range(0, 45)
 
 

@@ -31,8 +31,9 @@ from flows.contracts.columns import EPOCH_MS_MIN, MAX_USD, epoch_ms_bounds
 from flows.contracts.datasets import ASSET_HISTORY, ASSETS, CONTRACTS, EXCHANGES, MARKETS, PRICES_STREAM
 from flows.contracts.validate import check_records, plausible_api_timestamp, validate_records
 from flows.ingest.stream_lake import parse_message
+from flows.paths import PROJECT_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 NOW = datetime.now(UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
 DAY_MS = 86_400_000

@@ -36,10 +36,11 @@ import jsonschema
 import pytest
 from hcl2 import SerializationOptions
 
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings
 from tests.tools import TOOLS_DIR, tool_venv
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 TF = ROOT / "terraform"
 MODULES = TF / "modules"
 ENV = TF / "envs" / "prod"
@@ -496,7 +497,8 @@ def test_one_retention_drives_lake_staging_and_marts() -> None:
     assert module_locals(ENV)["pipeline_env"]["PIPELINE_GRANULAR_RETENTION_DAYS"] == (
         "${tostring(var.granular_retention_days)}"
     )
-    # dbt gets it from the flows (flows/warehouse/dbt.py, tests/test_retention.py): no second variable for the marts;
+    # dbt gets it from the flows (flows/warehouse/dbt.py, tests/integration/test_retention.py): no second variable
+    # for the marts;
     # the env's granular_partition_expiration_days output stays, an alias of the one retention.
     assert "granular_partition_expiration_days" not in module_blocks(ENV, "variable"), "no second marts setting"
     alias = module_blocks(ENV, "output")["granular_partition_expiration_days"]

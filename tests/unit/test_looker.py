@@ -2,8 +2,8 @@
 
 The URL is checked the way Looker Studio reads it: parsed back with urllib, every data source alias must carry the
 BigQuery TABLE parameters pointing at its rpt_* table in the given project and dataset. The definition is checked
-against the dbt models (names, documented columns, BigQuery partitioning); tests/test_reports.py checks the fields
-against the built tables.
+against the dbt models (names, documented columns, BigQuery partitioning); tests/integration/test_reports.py checks
+the fields against the built tables.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from flows.ops.looker import (
     linking_url,
     load_report,
 )
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 REPORTS_DIR = ROOT / "dbt" / "models" / "reports"
 TEMPLATE = "1b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c5d"
 PROJECT = "acme-analytics-42"
@@ -157,9 +158,9 @@ def test_every_field_is_a_documented_column_of_its_model(report: Report) -> None
 
 
 def test_partitioned_data_sources_are_the_models_partitioned_by_their_date_dimension(report: Report) -> None:
-    # tests/test_dbt_bigquery.py checks on the BigQuery target that REPORTS are partitioned by report_date and
-    # REPORT_VIEWS are views, and that together they are every rpt_* model
-    from tests.test_dbt_bigquery import REPORT_VIEWS, REPORTS
+    # tests/integration/test_dbt_bigquery.py checks on the BigQuery target that REPORTS are partitioned by
+    # report_date and REPORT_VIEWS are views, and that together they are every rpt_* model
+    from tests.integration.test_dbt_bigquery import REPORT_VIEWS, REPORTS
 
     for ds in report.data_sources:
         assert ds.date_range_dimension == "report_date", ds.alias

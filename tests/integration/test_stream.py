@@ -42,6 +42,7 @@ from flows.lab.stream_bench import measure_freshness
 from flows.lake import compaction
 from flows.lake.compaction import compact
 from flows.lake.storage import LocalStorage
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings, use_settings
 from flows.standin.ws import Frame, StreamFaults, StubPriceStream
 from flows.stream import stream_flow
@@ -51,7 +52,7 @@ from tests.lake_fixtures import asset, num, write_snapshot
 
 KEY = "stream-test-key-5f2c"  # distinctive, so a leak into logs or files is easy to find
 TICK_DIR = Path("coincap") / DATASET
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 
 
 def rows_under(lake: Path, relative: Path | str) -> list[dict[str, Any]]:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from flows.paths import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 
 
 def readme_commands() -> list[str]:

@@ -28,10 +28,11 @@ from flows.orchestration.automations import (
     load_automations,
     save_notification_block,
 )
+from flows.paths import PROJECT_ROOT
 from tests.conftest import fast_settings
-from tests.test_alerts import Webhook, bad_report
+from tests.integration.test_alerts import Webhook, bad_report
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 NAMES = {"coincap-flow-run-failed", "coincap-snapshot-overdue", "coincap-data-quality-failed"}
 
 

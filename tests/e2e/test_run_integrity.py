@@ -22,12 +22,13 @@ from flows.lake.lock import data_dir_lock, holder_pid
 from flows.lake.parquet import StagedParquet
 from flows.lake.storage import StorageWrapper
 from flows.orchestration.runs import retry_if_transient
+from flows.paths import PROJECT_ROOT
 from flows.snapshot import snapshot_flow
 from flows.standin import Faults
 from flows.warehouse.local_duckdb import LocalWarehouse
 from tests.conftest import API_KEY
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 EXTRACT_STEPS = ("assets", "rates", "exchanges", "markets")
 
 

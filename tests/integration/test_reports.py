@@ -31,7 +31,8 @@ from tests.lake_fixtures import RATES, asset, market, num, write_snapshot
 
 pytestmark = pytest.mark.slow
 
-# The reports and what they read; the data tests of the reports only (the upstream ones are tests/test_dbt_build.py's).
+# The reports and what they read; the data tests of the reports only (the upstream ones are
+# tests/integration/test_dbt_build.py's).
 SELECT = (
     "--select", "+path:models/reports,resource_type:model", "path:models/reports,resource_type:test",
     "--indirect-selection", "empty",
@@ -160,7 +161,7 @@ def _settings(data_dir: Path) -> Settings:
 
 
 def _connect(settings: Settings) -> duckdb.DuckDBPyConnection:
-    # not read_only: dbt-duckdb keeps its connection open in this process (see tests/test_dbt_build.py)
+    # not read_only: dbt-duckdb keeps its connection open in this process (see tests/integration/test_dbt_build.py)
     return duckdb.connect(str(settings.duckdb_path))
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from flows.paths import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -31,11 +31,12 @@ from typing import Any
 import pytest
 import yaml
 
+from flows.paths import PROJECT_ROOT
 from flows.settings import Settings, Target
 from flows.standin import Catalog, StubServer
 from tests.tools import tool_venv
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 GCP_FILE = ROOT / "prefect.yaml"
 LOCAL_FILE = ROOT / "deployments" / "local.prefect.yaml"
 TEMPLATE = ROOT / "deployments" / "cloud-run-v2-job-template.json"
@@ -309,7 +310,8 @@ def _ignored(path: str, rules: list[str]) -> bool:
 def test_dockerignore_keeps_the_build_context_to_what_the_image_copies() -> None:
     rules = [r.strip() for r in DOCKERIGNORE.read_text().splitlines() if r.strip() and not r.startswith("#")]
     for path in (".git/HEAD", ".venv/bin/python", ".venv-tools/checkov/bin/checkov", "data/lake/x.parquet",
-                 "tests/test_cli.py", ".env", "terraform/envs/prod/terraform.tfvars", "build/lib/flows/cli.py",
+                 "tests/integration/test_cli.py", ".env", "terraform/envs/prod/terraform.tfvars",
+                 "build/lib/flows/cli.py",
                  "dbt/target/manifest.json", "dbt/logs/dbt.log", "flows/__pycache__/cli.cpython-311.pyc",
                  "coincap_pipeline.egg-info/PKG-INFO"):  # fmt: skip
         assert _ignored(path, rules), f"{path} would be sent to the Docker build"

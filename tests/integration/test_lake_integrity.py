@@ -352,7 +352,7 @@ def test_gcs_a_file_replaced_between_copy_and_delete_stays_and_its_copy_goes(
     """The delete is pinned to the judged generation; when GCS refuses it (412: a writer replaced the object after
     the copy, as in a versioned bucket), the copy is taken back. fake-gcs-server ignores preconditions on deletes,
     so the 412 is scripted; the request is checked to carry the generation."""
-    from tests.test_gcs_lake import ScriptedSession, scripted_lake
+    from tests.integration.test_gcs_lake import ScriptedSession, scripted_lake
 
     session = ScriptedSession(fail=1, status=412, message="conditionNotMet", only="DELETE")
     storage = scripted_lake(gcs_emulator.create_bucket(versioning=True), session)  # type: ignore[attr-defined]
